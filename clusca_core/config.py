@@ -1,0 +1,95 @@
+"""User-facing ClusCa settings and their validation."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+
+MAX_TAYLOR_ORDER = 3
+MAX_CLUSTERS = 4096
+MAX_INTERVAL = 100
+MAX_WARMUP = 1000
+KMEANS_DISTANCES = ("l2", "l1")
+
+
+@dataclass(frozen=True)
+class ClusCaConfig:
+    """Settings of one ClusCa application (what the node's inputs hold).
+
+    fresh_interval:    a full step runs when the counter since the last full step reaches ``fresh_interval - 1``;
+                       1 means every step is full (output identical to the uncached model).
+    warmup_steps:      the first steps that always run in full.
+    taylor_order:      order of the Taylor forecast of cached branches (0 = plain reuse, i.e. FORA).
+    clusters:          K-means clusters per token stream (0 = plain TaylorSeer, no spatial refresh).
+    propagation_ratio: gamma of the refresh, F0 <- (1 - gamma) F0 + gamma * fresh(representative).
+    start_percent / end_percent: the part of the schedule where caching may happen; steps outside are full.
+    seed:              seed of the generator that draws the representative tokens (never the global RNG).
+    kmeans_iters:      Lloyd iterations per clustering (warm-started from the previous full step).
+    kmeans_distance:   "l2" (squared Euclidean via matmul, the default) or "l1" (as the reference code).
+    propagate_text:    refresh the text stream's cache with propagation too (False: representatives only).
+    verbose:           log one line per cached step.
+    """
+
+    fresh_interval: int = 5
+    warmup_steps: int = 3
+    taylor_order: int = 1
+    clusters: int = 16
+    propagation_ratio: float = 0.005
+    start_percent: float = 0.0
+    end_percent: float = 1.0
+    seed: int = 0
+    kmeans_iters: int = 10
+    kmeans_distance: str = "l2"
+    propagate_text: bool = True
+    verbose: bool = False
+
+    def errors(self) -> list[str]:
+        """Every problem with these settings, as messages a user can act on (empty when valid)."""
+        out = []
+
+        def is_int(v):
+            return isinstance(v, int) and not isinstance(v, bool)
+
+        def is_num(v):
+            return isinstance(v, (int, float)) and not isinstance(v, bool) and v == v
+
+        if not is_int(self.fresh_interval) or not 1 <= self.fresh_interval <= MAX_INTERVAL:
+            out.append(f"fresh_interval must be an integer from 1 to {MAX_INTERVAL} (1 = every step computed in full); got {self.fresh_interval!r}")
+        if not is_int(self.warmup_steps) or not 0 <= self.warmup_steps <= MAX_WARMUP:
+            out.append(f"warmup_steps must be an integer from 0 to {MAX_WARMUP}; got {self.warmup_steps!r}")
+        if not is_int(self.taylor_order) or not 0 <= self.taylor_order <= MAX_TAYLOR_ORDER:
+            out.append(f"taylor_order must be an integer from 0 to {MAX_TAYLOR_ORDER} (0 = plain reuse); got {self.taylor_order!r}")
+        if not is_int(self.clusters) or not 0 <= self.clusters <= MAX_CLUSTERS:
+            out.append(f"clusters must be an integer from 0 to {MAX_CLUSTERS} (0 = TaylorSeer without spatial refresh); got {self.clusters!r}")
+        if not is_num(self.propagation_ratio) or not 0.0 <= self.propagation_ratio <= 1.0:
+            out.append(f"propagation_ratio must be a number from 0 to 1; got {self.propagation_ratio!r}")
+        for name in ("start_percent", "end_percent"):
+            v = getattr(self, name)
+            if not is_num(v) or not 0.0 <= v <= 1.0:
+                out.append(f"{name} must be a number from 0 to 1; got {v!r}")
+        if is_num(self.start_percent) and is_num(self.end_percent) and self.start_percent > self.end_percent:
+            out.append(f"start_percent ({self.start_percent}) must not be greater than end_percent ({self.end_percent})")
+        if not is_int(self.seed) or self.seed < 0:
+            out.append(f"seed must be a non-negative integer; got {self.seed!r}")
+        if not is_int(self.kmeans_iters) or not 1 <= self.kmeans_iters <= 1000:
+            out.append(f"kmeans_iters must be an integer from 1 to 1000; got {self.kmeans_iters!r}")
+        if self.kmeans_distance not in KMEANS_DISTANCES:
+            out.append(f"kmeans_distance must be one of {KMEANS_DISTANCES}; got {self.kmeans_distance!r}")
+        return out
+
+    def validated(self) -> "ClusCaConfig":
+        """Return self, or raise ValueError listing every problem."""
+        errs = self.errors()
+        if errs:
+            raise ValueError("Invalid ClusCa settings: " + "; ".join(errs))
+        return self
+
+    @property
+    def caches_anything(self) -> bool:
+        """False when every step would run in full anyway (interval 1 or an empty window)."""
+        return self.fresh_interval > 1 and self.end_percent > self.start_percent
+
+    def with_changes(self, **changes) -> "ClusCaConfig":
+        return replace(self, **changes)
+
+    def as_dict(self) -> dict:
+        return asdict(self)

@@ -1,0 +1,328 @@
+"""Per-run ClusCa state: one cache per conditioning slot, and the plan a model call works through.
+
+A *slot* is one conditioning of the sampler (positive, negative, each area cond...), identified by the
+uuid ComfyUI gives it. Caches are kept per slot, so cond/uncond batched together or called one by one, and
+conds that are active for part of the schedule only, all keep their own history. Within a slot, every
+tensor is (rows, tokens, features): each batch element is cached, clustered and refreshed on its own.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Callable, Hashable, Optional, Sequence
+
+import torch
+
+from .config import ClusCaConfig
+from .kmeans import kmeans
+from .propagation import propagate_fresh
+from .schedule import StepLocator, build_full_step_mask
+from .selection import select_representatives
+from .taylor import TaylorCache
+from .tokens import gather_tokens
+
+log = logging.getLogger("ClusCa")
+
+
+@dataclass
+class ClusterAssignment:
+    """Token clusters of one stream of one slot, from the last full step."""
+    labels: torch.Tensor          # (rows, N) int64, global cluster id of each token
+    centroids: list[torch.Tensor]  # per segment: (rows, K_s, D) float32, for the next warm start
+    num_clusters: int             # total clusters over all segments
+
+    @property
+    def nbytes(self) -> int:
+        return self.labels.numel() * self.labels.element_size() + sum(c.numel() * c.element_size() for c in self.centroids)
+
+
+class SlotCache:
+    """Everything cached for one conditioning slot during one sampling run."""
+
+    def __init__(self, fingerprint: Hashable):
+        self.fingerprint = fingerprint
+        self.branches: dict[Hashable, TaylorCache] = {}
+        self.clusters: dict[str, ClusterAssignment] = {}
+        self.position: Optional[float] = None
+
+    @property
+    def ready(self) -> bool:
+        return self.position is not None
+
+    @property
+    def nbytes(self) -> int:
+        return sum(b.nbytes for b in self.branches.values()) + sum(c.nbytes for c in self.clusters.values())
+
+    def clear(self) -> None:
+        self.branches.clear()
+        self.clusters.clear()
+        self.position = None
+
+
+@dataclass
+class RunStats:
+    """What happened during one run, for the summary line."""
+    evaluations_full: int = 0
+    evaluations_cached: int = 0
+    full_steps: set = field(default_factory=set)
+    cached_steps: set = field(default_factory=set)
+    baseline_flops: float = 0.0
+    actual_flops: float = 0.0
+    peak_cache_bytes: int = 0
+    rep_tokens: dict = field(default_factory=dict)   # stream -> representatives per row per refresh
+    geometry: dict = field(default_factory=dict)
+    passthrough_reason: Optional[str] = None
+
+
+class RunState:
+    """The state of one sampling run: schedule, slot caches, the representative-token generator, stats."""
+
+    def __init__(self, config: ClusCaConfig, sample_sigmas, start_sigma: float = float("inf"),
+                 end_sigma: float = 0.0, cache_dtype: Optional[torch.dtype] = None, family: str = "model"):
+        self.config = config
+        self.family = family
+        self.cache_dtype = cache_dtype
+        self.locator = StepLocator(sample_sigmas)
+        window = self.locator.window_mask(start_sigma, end_sigma)
+        self.schedule = build_full_step_mask(self.locator.num_steps, config.warmup_steps, config.fresh_interval, window)
+        cached = [i for i, full in enumerate(self.schedule) if not full]
+        #: full steps after this one have nothing left to feed: they run without recording anything
+        self.last_cached_step = cached[-1] if cached else -1
+        self.slots: dict[Hashable, SlotCache] = {}
+        self.stats = RunStats()
+        self._generators: dict[str, torch.Generator] = {}
+        self.current: Optional[CallPlan] = None
+        #: set when caching was switched off for the rest of the run (the reason, for the log)
+        self.disabled: Optional[str] = None
+        #: whether a full call has already been checked against the adapter's view of the blocks
+        self.verified = False
+
+    # -- schedule -------------------------------------------------------------------------------------
+    @property
+    def num_steps(self) -> int:
+        return self.locator.num_steps
+
+    @property
+    def planned_full_steps(self) -> int:
+        return sum(self.schedule)
+
+    def generator(self, device: torch.device) -> torch.Generator:
+        key = str(device)
+        gen = self._generators.get(key)
+        if gen is None:
+            gen = torch.Generator(device=device)
+            gen.manual_seed(int(self.config.seed))
+            self._generators[key] = gen
+        return gen
+
+    # -- calls ----------------------------------------------------------------------------------------
+    def plan_call(self, sigma: float, slot_keys: Sequence[Hashable], batch: int, fingerprint: Hashable,
+                  model=None, adapter=None, geometry: Optional[dict] = None) -> Optional["CallPlan"]:
+        """Decide how one model call runs. None means: run it untouched (nothing can be cached for it)."""
+        if not slot_keys or batch % len(slot_keys) != 0:
+            return None
+        position = self.locator.locate(sigma)
+        step = self.locator.step_index(position)
+        full = self.schedule[step] if self.num_steps > 0 else True
+        slots = []
+        for key in slot_keys:
+            slot = self.slots.get(key)
+            if slot is None or slot.fingerprint != fingerprint:
+                if slot is not None:
+                    log.info("ClusCa: input shape changed for a conditioning; its cache starts over")
+                slot = SlotCache(fingerprint)
+                self.slots[key] = slot
+            if not slot.ready:
+                full = True
+            slots.append(slot)
+        plan = CallPlan(self, position, step, full, slots, batch // len(slot_keys), model, adapter, geometry or {})
+        plan.passive = full and step > self.last_cached_step
+        plan.verify = full and not plan.passive and not self.verified
+        if geometry:
+            self.stats.geometry = dict(geometry)
+        return plan
+
+    def finish_call(self, plan: "CallPlan", full_flops: float = 0.0, cached_flops: float = 0.0) -> None:
+        s = self.stats
+        if plan.failed:
+            return
+        if plan.verify:
+            self.verified = True
+        rows = plan.rows * len(plan.slots)
+        s.baseline_flops += full_flops * rows
+        if plan.full:
+            s.evaluations_full += 1
+            s.full_steps.add(plan.step)
+            s.actual_flops += full_flops * rows
+            if plan.passive:
+                return
+            for slot in plan.slots:
+                slot.position = plan.position
+            s.peak_cache_bytes = max(s.peak_cache_bytes, self.cache_bytes)
+        else:
+            s.evaluations_cached += 1
+            s.cached_steps.add(plan.step)
+            s.actual_flops += cached_flops * rows
+            if self.config.verbose:
+                log.info("ClusCa [verbose] step %d (position %.3f): cached, %s", plan.step, plan.position,
+                         ", ".join(f"{k}={v}" for k, v in s.rep_tokens.items()) or "no refresh")
+
+    @property
+    def cache_bytes(self) -> int:
+        return sum(slot.nbytes for slot in self.slots.values())
+
+    # -- summary and release ----------------------------------------------------------------------------
+    def summary(self) -> dict:
+        s = self.stats
+        full = len(s.full_steps)
+        cached = len(s.cached_steps - s.full_steps)
+        est = (s.baseline_flops / s.actual_flops) if s.actual_flops > 0 else 1.0
+        return {
+            "family": self.family,
+            "steps": self.num_steps,
+            "full_steps": full,
+            "cached_steps": cached,
+            "planned_full_steps": self.planned_full_steps,
+            "evaluations_full": s.evaluations_full,
+            "evaluations_cached": s.evaluations_cached,
+            "tokens_per_cached_step": dict(s.rep_tokens),
+            "estimated_flops_speedup": est,
+            "schedule_bound": (self.num_steps / self.planned_full_steps) if self.planned_full_steps else 1.0,
+            "peak_cache_bytes": s.peak_cache_bytes,
+            "geometry": dict(s.geometry),
+        }
+
+    def release(self) -> None:
+        for slot in self.slots.values():
+            slot.clear()
+        self.slots.clear()
+        self.current = None
+        self._generators.clear()
+
+
+class CallPlan:
+    """How the current model call runs, and the cache operations its blocks use.
+
+    Tensors passed in are the whole call's batch, ``len(slots) * rows`` rows in the order of the slots.
+    """
+
+    def __init__(self, run: RunState, position: float, step: int, full: bool, slots: list[SlotCache],
+                 rows: int, model=None, adapter=None, geometry: Optional[dict] = None):
+        self.run = run
+        self.position = position
+        self.step = step
+        self.full = full
+        self.slots = slots
+        self.rows = rows
+        self.model = model
+        self.adapter = adapter
+        self.geometry = geometry or {}
+        self.verify = False
+        self.failed = False
+        #: a full call after the last cached step: ComfyUI's blocks run untouched, nothing is recorded
+        self.passive = False
+
+    def abandon(self, reason: str) -> None:
+        """Stop caching: the rest of this call runs ComfyUI's blocks untouched, later calls too."""
+        if not self.failed:
+            log.warning("ClusCa - caching switched off for the rest of this run: %s. "
+                        "The model runs unchanged (no speed-up).", reason)
+        self.failed = True
+        if self.run.disabled is None:
+            self.run.disabled = reason
+
+    @contextmanager
+    def guard(self, where: str):
+        """Turn an unexpected error in ClusCa's own bookkeeping into ``abandon`` instead of a crash."""
+        try:
+            yield
+        except Exception as exc:  # noqa: BLE001 - never break a user's run over the cache
+            log.debug("ClusCa error in %s", where, exc_info=True)
+            self.abandon(f"{where}: {type(exc).__name__}: {exc}")
+
+    @property
+    def config(self) -> ClusCaConfig:
+        return self.run.config
+
+    def _chunks(self, x: torch.Tensor):
+        r = self.rows
+        for i, slot in enumerate(self.slots):
+            yield slot, x[i * r:(i + 1) * r]
+
+    # -- full steps -----------------------------------------------------------------------------------
+    def record(self, key: Hashable, value: torch.Tensor) -> None:
+        """Store a branch output computed in full (whole batch) into each slot's Taylor factors."""
+        cfg = self.run.config
+        for slot, chunk in self._chunks(value):
+            cache = slot.branches.get(key)
+            if cache is None:
+                cache = TaylorCache(cfg.taylor_order, self.run.cache_dtype)
+                slot.branches[key] = cache
+            cache.update(chunk, self.position)
+
+    def cluster(self, stream: str, x: torch.Tensor, segments: Optional[Sequence[int]] = None) -> None:
+        """Cluster the tokens of ``x`` (whole batch) per slot and row; ``segments`` splits the token axis
+        into parts clustered separately (e.g. one per video frame), each into ``clusters`` clusters."""
+        cfg = self.run.config
+        if cfg.clusters <= 0:
+            return
+        n = x.shape[1]
+        if segments is None:
+            segments = [n]
+        if sum(segments) != n or any(s <= 0 for s in segments):
+            raise ValueError(f"segments {list(segments)} do not cover {n} tokens")
+        gen = self.run.generator(x.device)
+        for slot, chunk in self._chunks(x):
+            old = slot.clusters.get(stream)
+            labels = torch.empty(chunk.shape[:2], dtype=torch.long, device=x.device)
+            centroids, offset, start = [], 0, 0
+            for si, length in enumerate(segments):
+                init = old.centroids[si] if old is not None and si < len(old.centroids) else None
+                res = kmeans(chunk[:, start:start + length], cfg.clusters, iters=cfg.kmeans_iters, init=init,
+                             generator=gen, distance=cfg.kmeans_distance)
+                labels[:, start:start + length] = res.labels + offset
+                centroids.append(res.centroids)
+                offset += res.centroids.shape[1]
+                start += length
+            slot.clusters[stream] = ClusterAssignment(labels, centroids, offset)
+
+    # -- cached steps ---------------------------------------------------------------------------------
+    def predict(self, key: Hashable) -> torch.Tensor:
+        """Taylor forecast of a branch for the whole batch."""
+        parts = [slot.branches[key].predict(self.position) for slot in self.slots]
+        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=0)
+
+    def add_forecast(self, x: torch.Tensor, gate: torch.Tensor, key: Hashable, inplace: bool = False) -> torch.Tensor:
+        """``x + gate * forecast(key)`` for the whole batch, as a new tensor (or into ``x`` when
+        ``inplace``). ``gate`` broadcasts against ``x`` (e.g. a (B, 1, D) modulation gate)."""
+        out = x if inplace else torch.empty_like(x)
+        r = self.rows
+        per_row_gate = gate.ndim == x.ndim and gate.shape[0] == x.shape[0] and x.shape[0] > r
+        for i, slot in enumerate(self.slots):
+            sl = slice(i * r, (i + 1) * r)
+            g = gate[sl] if per_row_gate else gate
+            slot.branches[key].add_forecast(x[sl], g, self.position, out=out[sl])
+        return out
+
+    def refresh(self, key: Hashable, stream: str, x: torch.Tensor,
+                fn: Callable[[torch.Tensor], torch.Tensor], gamma: Optional[float] = None) -> None:
+        """ClusCa's spatial refresh of a cached branch: one random token per cluster of ``stream`` goes
+        through ``fn`` (the real branch, token-wise) on its current input ``x``; its fresh value replaces its
+        cached order-0 factor and is blended into its cluster-mates' with ratio gamma. Nothing happens when
+        there are no clusters (clusters=0, or none recorded yet)."""
+        cfg = self.run.config
+        assignments = [slot.clusters.get(stream) for slot in self.slots]
+        if cfg.clusters <= 0 or any(a is None for a in assignments):
+            return
+        if gamma is None:
+            gamma = cfg.propagation_ratio
+        gen = self.run.generator(x.device)
+        picks = [select_representatives(a.labels, a.num_clusters, gen)[0] for a in assignments]
+        reps = torch.cat([gather_tokens(chunk, idx) for (_, chunk), idx in zip(self._chunks(x), picks)], dim=0)
+        fresh = fn(reps)
+        self.run.stats.rep_tokens[stream] = int(picks[0].shape[1])
+        r = self.rows
+        for i, (slot, a, idx) in enumerate(zip(self.slots, assignments, picks)):
+            propagate_fresh(slot.branches[key].factors[0], a.labels, idx, fresh[i * r:(i + 1) * r], gamma)

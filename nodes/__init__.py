@@ -1,0 +1,18 @@
+"""ComfyUI side of the pack: nodes, wrappers and model-family adapters (imports ComfyUI)."""
+
+from __future__ import annotations
+
+from comfy_api.latest import ComfyExtension, io
+
+from .apply_clusca import ApplyClusCa
+
+NODES: list[type[io.ComfyNode]] = [ApplyClusCa]
+
+
+class ClusCaExtension(ComfyExtension):
+    async def get_node_list(self) -> list[type[io.ComfyNode]]:
+        return list(NODES)
+
+
+async def comfy_entrypoint() -> ClusCaExtension:
+    return ClusCaExtension()

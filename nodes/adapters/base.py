@@ -1,0 +1,100 @@
+"""The adapter interface, and helpers shared by adapters."""
+
+from __future__ import annotations
+
+import inspect
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Hashable, Optional
+
+import torch
+
+
+@dataclass
+class CallInfo:
+    """What an adapter tells the wrappers about one model call."""
+    batch: int
+    fingerprint: Hashable
+    geometry: dict = field(default_factory=dict)
+    full_flops: float = 0.0     # per batch row, one full evaluation of the block stack
+    cached_flops: float = 0.0   # per batch row, one cached evaluation
+
+
+class Adapter:
+    """Base class; subclasses are used as classes (no instances, no state)."""
+
+    key = "base"
+    family = "base"
+    #: block kinds patched through ``patches_replace["dit"]``, in forward order
+    block_kinds: tuple[str, ...] = ()
+
+    @classmethod
+    def probe(cls, diffusion_model) -> tuple[bool, str]:
+        raise NotImplementedError
+
+    @classmethod
+    def block_count(cls, diffusion_model, kind: str) -> int:
+        raise NotImplementedError
+
+    @classmethod
+    def describe_call(cls, diffusion_model, bound: dict, config) -> "CallInfo | str":
+        """CallInfo, or a reason (str) to run this call untouched."""
+        raise NotImplementedError
+
+    @classmethod
+    def run_block(cls, kind: str, index: int, args: dict, extra: dict, plan, inner=None) -> dict:
+        raise NotImplementedError
+
+
+_SIGNATURES: dict[type, inspect.Signature] = {}
+
+
+def bind_forward_args(module, args: tuple, kwargs: dict) -> Optional[dict]:
+    """Name the arguments a DIFFUSION_MODEL wrapper received, using the model's own ``_forward`` signature
+    (read at run time, so positional parameters inserted by newer ComfyUI versions are handled)."""
+    cls = type(module)
+    sig = _SIGNATURES.get(cls)
+    if sig is None:
+        fn = getattr(cls, "_forward", None) or getattr(cls, "forward")
+        sig = inspect.signature(fn)
+        _SIGNATURES[cls] = sig
+    try:
+        bound = sig.bind(module, *args, **kwargs)
+    except TypeError:
+        return None
+    out = dict(bound.arguments)
+    out.pop("self", None)
+    extra = out.pop("kwargs", None)
+    if isinstance(extra, dict):
+        for k, v in extra.items():
+            out.setdefault(k, v)
+    return out
+
+
+@contextmanager
+def capture_outputs(modules: dict):
+    """Record the output of each named submodule while the block inside the ``with`` runs."""
+    store: dict = {}
+    handles = []
+
+    def make_hook(name):
+        def hook(_module, _inputs, output):
+            store[name] = output.detach() if isinstance(output, torch.Tensor) else output
+        return hook
+
+    try:
+        for name, mod in modules.items():
+            handles.append(mod.register_forward_hook(make_hook(name)))
+        yield store
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def close_enough(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Same values up to rounding of the dtype (used by the adapters' layout self-check)."""
+    if a.shape != b.shape:
+        return False
+    tol = {torch.float32: 1e-4, torch.float64: 1e-8}.get(b.dtype, 3e-2)
+    scale = float(b.detach().abs().max()) + 1e-6
+    return float((a.detach().float() - b.detach().float()).abs().max()) <= tol * scale

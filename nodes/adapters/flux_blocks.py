@@ -1,0 +1,144 @@
+"""Full and cached runs of ComfyUI's FLUX-style blocks (``comfy.ldm.flux.layers``).
+
+FLUX and HunyuanVideo both use ``DoubleStreamBlock`` / ``SingleStreamBlock``; their adapters call these
+helpers with the block they own. A full step runs ComfyUI's block (``original_block``) and captures the
+branch outputs with forward hooks on the branch submodules. A cached step runs no attention: it recomputes
+the modulation from the current ``vec``, adds the Taylor forecast of each branch through the block's own
+gates, and refreshes the MLP branch on one representative token per cluster with the block's own
+``norm2``/``mlp``. The first full call of each run also checks, block by block, that the captured branches
+and gates add up to what ComfyUI's block returned; if they do not (a ComfyUI change this version does not
+know), caching is switched off for the run and the model runs unchanged.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .base import capture_outputs, close_enough
+
+DOUBLE_BRANCHES = ("img_attn", "img_mlp", "txt_attn", "txt_mlp")
+
+
+def double_branch_modules(block) -> dict:
+    return {"img_attn": block.img_attn.proj, "img_mlp": block.img_mlp,
+            "txt_attn": block.txt_attn.proj, "txt_mlp": block.txt_mlp}
+
+
+def double_layout_ok(block) -> bool:
+    names = ("img_mod", "txt_mod", "img_attn", "txt_attn", "img_mlp", "txt_mlp", "img_norm2", "txt_norm2")
+    if not getattr(block, "modulation", False):
+        return False
+    return all(hasattr(block, n) for n in names) and hasattr(block.img_attn, "proj") and hasattr(block.txt_attn, "proj")
+
+
+def single_layout_ok(block) -> bool:
+    return all(hasattr(block, n) for n in ("linear2", "modulation")) and block.modulation is not None
+
+
+def double_modulation(block, vec):
+    img_mod1, img_mod2 = block.img_mod(vec)
+    txt_mod1, txt_mod2 = block.txt_mod(vec)
+    return img_mod1, img_mod2, txt_mod1, txt_mod2
+
+
+def single_modulation(block, vec):
+    return block.modulation(vec)[0]
+
+
+def _mlp_input(norm, mod, x):
+    return torch.addcmul(mod.shift, norm(x), 1 + mod.scale)
+
+
+def _finite16(x: torch.Tensor) -> torch.Tensor:
+    if x.dtype == torch.float16:
+        return torch.nan_to_num(x, nan=0.0, posinf=65504, neginf=-65504)
+    return x
+
+
+def call_full(args: dict, extra: dict, inner=None) -> dict:
+    """Run the block as ComfyUI (or a block patch that was installed before ours) would."""
+    if inner is not None:
+        return inner(args, extra)
+    return extra["original_block"](args)
+
+
+def run_double_block(plan, index: int, block, args: dict, extra: dict, inner=None,
+                     cluster_segments=None, is_last: bool = False) -> dict:
+    key = ("double", index)
+    if plan.full:
+        check = plan.verify
+        if check:
+            img_in, txt_in = args["img"].clone(), args["txt"].clone()
+        with capture_outputs(double_branch_modules(block)) as cap:
+            out = call_full(args, extra, inner)
+        with plan.guard(f"double block {index}"):
+            if len(cap) != len(DOUBLE_BRANCHES):
+                plan.abandon(f"double block {index} did not run its branch modules as expected")
+                return out
+            if check:
+                m = double_modulation(block, args["vec"])
+                img_ok = close_enough(img_in + m[0].gate * cap["img_attn"] + m[1].gate * cap["img_mlp"], out["img"])
+                txt_ok = close_enough(txt_in + m[2].gate * cap["txt_attn"] + m[3].gate * cap["txt_mlp"], out["txt"])
+                if not (img_ok and txt_ok):
+                    plan.abandon(f"double block {index}: branch outputs and gates do not add up to the block's output")
+                    return out
+            for name in DOUBLE_BRANCHES:
+                plan.record(key + (name,), cap[name])
+            if is_last:
+                plan.cluster("img", out["img"], cluster_segments)
+                plan.cluster("txt", out["txt"])
+        return out
+
+    img_mod1, img_mod2, txt_mod1, txt_mod2 = double_modulation(block, args["vec"])
+    img = _cached_stream(plan, block.img_norm2, block.img_mlp, args["img"], img_mod1, img_mod2, key, "img")
+    txt = _cached_stream(plan, block.txt_norm2, block.txt_mlp, args["txt"], txt_mod1, txt_mod2, key, "txt")
+    return {"img": img, "txt": _finite16(txt)}
+
+
+def _cached_stream(plan, norm2, mlp, x, mod1, mod2, key, stream):
+    """The stream's output on a cached step: no attention; forecast attention output, then the MLP output
+    with its ClusCa refresh (computed on the stream after the attention update, as in the block)."""
+    x = plan.add_forecast(x, mod1.gate, key + (stream + "_attn",))
+    mlp_key = key + (stream + "_mlp",)
+    gamma = None if stream == "img" or plan.config.propagate_text else 0.0
+    plan.refresh(mlp_key, stream, x, lambda t: mlp(_mlp_input(norm2, mod2, t)), gamma)
+    return plan.add_forecast(x, mod2.gate, mlp_key, inplace=True)
+
+
+def run_single_block(plan, index: int, block, args: dict, extra: dict, inner=None) -> dict:
+    key = ("single", index, "total")
+    if plan.full:
+        check = plan.verify
+        if check:
+            x_in = args["img"].clone()
+        with capture_outputs({"total": block.linear2}) as cap:
+            out = call_full(args, extra, inner)
+        with plan.guard(f"single block {index}"):
+            if "total" not in cap:
+                plan.abandon(f"single block {index} did not run linear2 as expected")
+                return out
+            if check:
+                mod = single_modulation(block, args["vec"])
+                if not close_enough(x_in + mod.gate * cap["total"], out["img"]):
+                    plan.abandon(f"single block {index}: branch output and gate do not add up to the block's output")
+                    return out
+            plan.record(key, cap["total"])
+        return out
+
+    mod = single_modulation(block, args["vec"])
+    return {"img": _finite16(plan.add_forecast(args["img"], mod.gate, key))}
+
+
+def flux_style_flops(n_img: int, n_txt: int, hidden: int, mlp_hidden: int, n_double: int, n_single: int,
+                     k_img: int, k_txt: int) -> tuple[float, float]:
+    """Multiply-add FLOPs (x2) of one evaluation of the block stack, full and cached, per batch row."""
+    d, hm, n = hidden, mlp_hidden, n_img + n_txt
+    mod_double = 2 * (2 * d * 6 * d)
+    mod_single = 2 * d * 3 * d
+    attn = 4 * n * n * d
+    double_full = 2 * n * (3 * d * d + d * d + 2 * d * hm) + attn + mod_double
+    single_full = 2 * n * (d * (3 * d + hm) + (d + hm) * d) + attn + mod_single
+    double_cached = mod_double + 2 * (k_img + k_txt) * 2 * d * hm
+    single_cached = mod_single
+    return (n_double * double_full + n_single * single_full,
+            n_double * double_cached + n_single * single_cached)

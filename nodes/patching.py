@@ -1,0 +1,171 @@
+"""Installing ClusCa on a ComfyUI model: keyed wrappers, per-block ``dit`` patches, the run lifecycle.
+
+- ``OUTER_SAMPLE`` wrapper: per sampling run, a fresh holder clone with its own state (schedule from the
+  run's sigmas), the summary line, and the release of every cached tensor in ``finally``.
+- ``DIFFUSION_MODEL`` wrapper: per model call, the decision (full or cached) and the call's plan.
+- ``patches_replace["dit"]`` entries, one per block: they hand the block to the family adapter while a plan
+  is active, and call ComfyUI's block untouched otherwise (bypassed node, calls outside a sampler).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import comfy.model_patcher
+import comfy.patcher_extension
+
+from ..clusca_core.config import ClusCaConfig
+from .adapters import find_adapter, get_adapter
+from .adapters.base import bind_forward_args
+from .holder import KEY, ClusCaHolder, summary_line
+
+log = logging.getLogger("ClusCa")
+WrappersMP = comfy.patcher_extension.WrappersMP
+
+#: callables notified with (holder template, summary dict) after each run (the UI stats use this)
+RUN_LISTENERS: list = []
+
+
+class ClusCaBlockPatch:
+    """The ``patches_replace["dit"]`` entry of one block. Picklable/deep-copyable: it holds plain values."""
+
+    def __init__(self, kind: str, index: int, inner=None):
+        self.kind = kind
+        self.index = index
+        self.inner = inner   # a block patch another node installed before ours, kept and called on full steps
+
+    def __call__(self, args: dict, extra: dict) -> dict:
+        holder = (args.get("transformer_options") or {}).get(KEY)
+        run = getattr(holder, "run", None)
+        plan = run.current if run is not None else None
+        if plan is None or plan.failed or plan.passive:
+            return self.inner(args, extra) if self.inner is not None else extra["original_block"](args)
+        if plan.full:
+            return plan.adapter.run_block(self.kind, self.index, args, extra, plan, self.inner)
+        try:
+            return plan.adapter.run_block(self.kind, self.index, args, extra, plan, self.inner)
+        except Exception as exc:  # noqa: BLE001 - fall back to the real block rather than break the run
+            log.debug("ClusCa cached block failed", exc_info=True)
+            plan.abandon(f"{self.kind} {self.index}: {type(exc).__name__}: {exc}")
+            return self.inner(args, extra) if self.inner is not None else extra["original_block"](args)
+
+
+def outer_sample_wrapper(executor, *args, **kwargs):
+    """Give every sampling run its own ClusCa state, and free it whatever happens."""
+    guider = executor.class_obj
+    orig_model_options = guider.model_options
+    template = holder = None
+    try:
+        guider.model_options = comfy.model_patcher.create_model_options_clone(orig_model_options)
+        to = guider.model_options.setdefault("transformer_options", {})
+        template = to.get(KEY)
+        if isinstance(template, ClusCaHolder):
+            holder = template.clone()
+            to[KEY] = holder
+            try:
+                _start_run(holder, guider, args[3] if len(args) > 3 else kwargs.get("sigmas"))
+            except Exception as exc:  # noqa: BLE001 - without a run state every call simply runs in full
+                log.warning("ClusCa - could not prepare this run (%s: %s); the model runs unchanged.",
+                            type(exc).__name__, exc)
+                holder.reset()
+        return executor(*args, **kwargs)
+    finally:
+        if holder is not None and holder.run is not None:
+            _finish_run(template, holder)
+        guider.model_options = orig_model_options
+
+
+def _start_run(holder: ClusCaHolder, guider, sigmas) -> None:
+    adapter = get_adapter(holder.family_key)
+    run = holder.start_run(sigmas, guider.model_patcher.model.model_sampling, adapter.family)
+    if run is not None:
+        c = holder.config
+        log.info("ClusCa enabled - %s, interval %d, warm-up %d, order %d, %d clusters, gamma %g, "
+                 "window %.2f-%.2f: %d of %d steps planned full", adapter.family, c.fresh_interval,
+                 c.warmup_steps, c.taylor_order, c.clusters, c.propagation_ratio, c.start_percent,
+                 c.end_percent, run.planned_full_steps, run.num_steps)
+
+
+def _finish_run(template: ClusCaHolder, holder: ClusCaHolder) -> None:
+    run = holder.run
+    try:
+        summary = run.summary()
+        if run.disabled:
+            summary["disabled"] = run.disabled
+        template.last_summary = summary
+        log.info(summary_line(summary))
+        for listener in list(RUN_LISTENERS):
+            try:
+                listener(template, summary)
+            except Exception:  # noqa: BLE001 - a UI problem must not fail the run
+                log.debug("ClusCa run listener failed", exc_info=True)
+    finally:
+        holder.reset()
+
+
+def diffusion_model_wrapper(executor, *args, **kwargs):
+    """Decide, once per model call, whether it runs in full or from the cache."""
+    dm = executor.class_obj
+    bound = bind_forward_args(dm, args, kwargs)
+    to = (bound or {}).get("transformer_options")
+    holder = to.get(KEY) if isinstance(to, dict) else None
+    run = getattr(holder, "run", None)
+    if run is None or run.disabled:
+        return executor(*args, **kwargs)
+    try:
+        plan, info = _plan_call(run, holder, dm, bound, to)
+    except Exception as exc:  # noqa: BLE001 - an unexpected call shape runs in full instead of failing
+        log.debug("ClusCa could not plan a call", exc_info=True)
+        run.disabled = f"{type(exc).__name__}: {exc}"
+        log.warning("ClusCa - caching switched off for the rest of this run: %s", run.disabled)
+        plan = None
+    if plan is None:
+        return executor(*args, **kwargs)
+    run.current = plan
+    try:
+        out = executor(*args, **kwargs)
+    finally:
+        run.current = None
+    run.finish_call(plan, info.full_flops, info.cached_flops)
+    return out
+
+
+def _plan_call(run, holder, dm, bound, to):
+    """(plan, call info), or (None, None) when this call must run untouched."""
+    adapter = get_adapter(holder.family_key)
+    info = adapter.describe_call(dm, bound, holder.config)
+    sigmas, uuids = to.get("sigmas"), to.get("uuids")
+    if isinstance(info, str) or sigmas is None or not uuids:
+        reason = info if isinstance(info, str) else "the sampler did not say which step this is"
+        if run.stats.passthrough_reason is None:
+            log.info("ClusCa - a model call runs in full: %s", reason)
+            run.stats.passthrough_reason = reason
+        return None, None
+    plan = run.plan_call(float(sigmas.flatten()[0]), list(uuids), info.batch, info.fingerprint, dm, adapter,
+                         info.geometry)
+    return plan, info
+
+
+def apply_clusca(model, config: ClusCaConfig):
+    """A clone of ``model`` with ClusCa installed, or ``model`` itself (with a warning) when its family is
+    not supported. Applying ClusCa to a model that already has it replaces the earlier settings."""
+    config.validated()
+    diffusion_model = getattr(getattr(model, "model", None), "diffusion_model", None)
+    adapter, reason = find_adapter(diffusion_model) if diffusion_model is not None else (None, "no diffusion model found")
+    if adapter is None:
+        log.warning("ClusCa - %s; the model passes through unchanged.", reason)
+        return model
+    m = model.clone()
+    to = m.model_options.setdefault("transformer_options", {})
+    to[KEY] = ClusCaHolder(config, adapter.key)
+    existing = to.get("patches_replace", {}).get("dit", {})
+    for kind in adapter.block_kinds:
+        for i in range(adapter.block_count(diffusion_model, kind)):
+            inner = existing.get((kind, i))
+            if isinstance(inner, ClusCaBlockPatch):
+                inner = inner.inner
+            m.set_model_patch_replace(ClusCaBlockPatch(kind, i, inner), "dit", kind, i)
+    for point, fn in ((WrappersMP.OUTER_SAMPLE, outer_sample_wrapper), (WrappersMP.DIFFUSION_MODEL, diffusion_model_wrapper)):
+        m.remove_wrappers_with_key(point, KEY)
+        m.add_wrapper_with_key(point, KEY, fn)
+    return m
