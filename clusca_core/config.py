@@ -26,6 +26,7 @@ class ClusCaConfig:
     kmeans_iters:      Lloyd iterations per clustering (warm-started from the previous full step).
     kmeans_distance:   "l2" (squared Euclidean via matmul, the default) or "l1" (as the reference code).
     propagate_text:    refresh the text stream's cache with propagation too (False: representatives only).
+    cluster_per_frame: video models: cluster each latent frame separately (``clusters`` per frame).
     verbose:           log one line per cached step.
     """
 
@@ -40,6 +41,7 @@ class ClusCaConfig:
     kmeans_iters: int = 10
     kmeans_distance: str = "l2"
     propagate_text: bool = True
+    cluster_per_frame: bool = False
     verbose: bool = False
 
     def errors(self) -> list[str]:

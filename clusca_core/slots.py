@@ -98,6 +98,8 @@ class RunState:
         self.disabled: Optional[str] = None
         #: whether a full call has already been checked against the adapter's view of the blocks
         self.verified = False
+        #: the image-token clusters of the last clustering (first conditioning, first batch row), on CPU
+        self.cluster_snapshot: Optional[dict] = None
 
     # -- schedule -------------------------------------------------------------------------------------
     @property
@@ -119,7 +121,7 @@ class RunState:
 
     # -- calls ----------------------------------------------------------------------------------------
     def plan_call(self, sigma: float, slot_keys: Sequence[Hashable], batch: int, fingerprint: Hashable,
-                  model=None, adapter=None, geometry: Optional[dict] = None) -> Optional["CallPlan"]:
+                  model=None, adapter=None, geometry: Optional[dict] = None, grid=None) -> Optional["CallPlan"]:
         """Decide how one model call runs. None means: run it untouched (nothing can be cached for it)."""
         if not slot_keys or batch % len(slot_keys) != 0:
             return None
@@ -137,7 +139,8 @@ class RunState:
             if not slot.ready:
                 full = True
             slots.append(slot)
-        plan = CallPlan(self, position, step, full, slots, batch // len(slot_keys), model, adapter, geometry or {})
+        plan = CallPlan(self, position, step, full, slots, batch // len(slot_keys), model, adapter, geometry or {},
+                        grid)
         plan.passive = full and step > self.last_cached_step
         plan.verify = full and not plan.passive and not self.verified
         if geometry:
@@ -209,7 +212,7 @@ class CallPlan:
     """
 
     def __init__(self, run: RunState, position: float, step: int, full: bool, slots: list[SlotCache],
-                 rows: int, model=None, adapter=None, geometry: Optional[dict] = None):
+                 rows: int, model=None, adapter=None, geometry: Optional[dict] = None, grid=None):
         self.run = run
         self.position = position
         self.step = step
@@ -219,6 +222,8 @@ class CallPlan:
         self.model = model
         self.adapter = adapter
         self.geometry = geometry or {}
+        #: (frames, rows, columns) of the image tokens, for cluster maps; None when unknown
+        self.grid = grid
         self.verify = False
         self.failed = False
         #: a full call after the last cached step: ComfyUI's blocks run untouched, nothing is recorded
@@ -287,6 +292,10 @@ class CallPlan:
                 offset += res.centroids.shape[1]
                 start += length
             slot.clusters[stream] = ClusterAssignment(labels, centroids, offset)
+        if stream == "img":
+            first = self.slots[0].clusters[stream]
+            self.run.cluster_snapshot = {"labels": first.labels[0].detach().cpu(), "grid": self.grid,
+                                         "num_clusters": first.num_clusters, "step": self.step}
 
     # -- cached steps ---------------------------------------------------------------------------------
     def predict(self, key: Hashable) -> torch.Tensor:

@@ -53,6 +53,7 @@ class ApplyClusCa(io.ComfyNode):
                                      "initial clusters (the sampler's noise is never touched)."),
             ],
             outputs=[io.Model.Output(tooltip="The model with ClusCa; connect it to the sampler.")],
+            hidden=[io.Hidden.unique_id],
         )
 
     @classmethod
@@ -79,4 +80,6 @@ class ApplyClusCa(io.ComfyNode):
         config = ClusCaConfig(fresh_interval=fresh_interval, warmup_steps=warmup_steps, taylor_order=taylor_order,
                               clusters=clusters, propagation_ratio=float(propagation_ratio),
                               start_percent=float(start_percent), end_percent=float(end_percent), seed=seed)
-        return io.NodeOutput(apply_clusca(model, config.validated()))
+        hidden = getattr(cls, "hidden", None)
+        node_id = getattr(hidden, "unique_id", None) if hidden is not None else None
+        return io.NodeOutput(apply_clusca(model, config.validated(), node_id=node_id))

@@ -31,14 +31,18 @@ class ClusCaHolder:
     deep-copies ``transformer_options``) copy the settings only.
     """
 
-    def __init__(self, config: ClusCaConfig, family_key: str):
+    def __init__(self, config: ClusCaConfig, family_key: str, node_id: Optional[str] = None):
         self.config = config
         self.family_key = family_key
+        #: the ApplyClusCa node that made this holder (for UI messages), when known
+        self.node_id = node_id
         self.run: Optional[RunState] = None
+        #: results of the last run made with this template: the summary dict and the image-token clusters
         self.last_summary: Optional[dict] = None
+        self.last_clusters: Optional[dict] = None
 
     def clone(self) -> "ClusCaHolder":
-        return ClusCaHolder(self.config, self.family_key)
+        return ClusCaHolder(self.config, self.family_key, self.node_id)
 
     def __deepcopy__(self, memo):
         return self.clone()

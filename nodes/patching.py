@@ -93,6 +93,7 @@ def _finish_run(template: ClusCaHolder, holder: ClusCaHolder) -> None:
         if run.disabled:
             summary["disabled"] = run.disabled
         template.last_summary = summary
+        template.last_clusters = run.cluster_snapshot
         log.info(summary_line(summary))
         for listener in list(RUN_LISTENERS):
             try:
@@ -142,22 +143,27 @@ def _plan_call(run, holder, dm, bound, to):
             run.stats.passthrough_reason = reason
         return None, None
     plan = run.plan_call(float(sigmas.flatten()[0]), list(uuids), info.batch, info.fingerprint, dm, adapter,
-                         info.geometry)
+                         info.geometry, info.grid)
     return plan, info
 
 
-def apply_clusca(model, config: ClusCaConfig):
+def apply_clusca(model, config: ClusCaConfig, node_id=None):
     """A clone of ``model`` with ClusCa installed, or ``model`` itself (with a warning) when its family is
-    not supported. Applying ClusCa to a model that already has it replaces the earlier settings."""
+    not supported. Applying ClusCa to a model that already has it replaces the earlier settings.
+    A config left entirely at the node's defaults takes the family's reference settings."""
     config.validated()
     diffusion_model = getattr(getattr(model, "model", None), "diffusion_model", None)
     adapter, reason = find_adapter(diffusion_model) if diffusion_model is not None else (None, "no diffusion model found")
     if adapter is None:
         log.warning("ClusCa - %s; the model passes through unchanged.", reason)
         return model
+    if config == ClusCaConfig() and adapter.reference_settings:
+        config = config.with_changes(**adapter.reference_settings)
+        log.info("ClusCa - %s: inputs left at their defaults, using the family's reference settings %s",
+                 adapter.family, adapter.reference_settings)
     m = model.clone()
     to = m.model_options.setdefault("transformer_options", {})
-    to[KEY] = ClusCaHolder(config, adapter.key)
+    to[KEY] = ClusCaHolder(config, adapter.key, node_id)
     existing = to.get("patches_replace", {}).get("dit", {})
     for kind in adapter.block_kinds:
         for i in range(adapter.block_count(diffusion_model, kind)):

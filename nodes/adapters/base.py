@@ -18,6 +18,7 @@ class CallInfo:
     geometry: dict = field(default_factory=dict)
     full_flops: float = 0.0     # per batch row, one full evaluation of the block stack
     cached_flops: float = 0.0   # per batch row, one cached evaluation
+    grid: Optional[tuple] = None  # (frames, rows, columns) of the image tokens, for cluster maps
 
 
 class Adapter:
@@ -27,6 +28,8 @@ class Adapter:
     family = "base"
     #: block kinds patched through ``patches_replace["dit"]``, in forward order
     block_kinds: tuple[str, ...] = ()
+    #: the reference code's settings for this family, used when the node is left at its defaults
+    reference_settings: dict = {}
 
     @classmethod
     def probe(cls, diffusion_model) -> tuple[bool, str]:

@@ -70,8 +70,9 @@ class FluxAdapter(Adapter):
         if n_ref:
             geometry["reference tokens"] = n_ref
         fingerprint = (tuple(x.shape[1:]), n_txt, tuple(tuple(r.shape[1:]) for r in refs), x.dtype, str(x.device))
+        grid = (1, math.ceil(x.shape[-2] / patch), math.ceil(x.shape[-1] / patch))
         return CallInfo(batch=x.shape[0], fingerprint=fingerprint, geometry=geometry,
-                        full_flops=full, cached_flops=cached)
+                        full_flops=full, cached_flops=cached, grid=grid)
 
     @classmethod
     def run_block(cls, kind, index, args, extra, plan, inner=None):

@@ -1,0 +1,1 @@
+"""Benchmark commands (not tests): wall-clock speed and fidelity of ClusCa against uncached sampling."""

@@ -1,0 +1,37 @@
+"""Mid-size random-weight architectures per model family, for the speed benchmark (CPU geometry)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+
+@dataclass
+class Preset:
+    """One benchmark subject: how to build the model, its conditionings and latent, and how to sample it."""
+    family: str
+    description: str
+    build: Callable[[], object]               # -> ModelPatcher
+    conds: Callable[[], tuple]                # -> (positive, negative)
+    latent: Callable[[], object]              # -> latent tensor
+    steps: int = 50
+    cfg: float = 1.0
+    sampler: str = "euler"
+    scheduler: str = "simple"
+    node_inputs: dict = field(default_factory=dict)
+
+
+def flux_preset() -> Preset:
+    import torch
+    from devkit.tiny_models import flux_cond, tiny_flux
+    return Preset(
+        family="flux",
+        description="FLUX architecture, hidden 512, 8 heads, 4 double + 8 single blocks, 1024 image + 256 text "
+                    "tokens, CFG 1 (guidance-distilled), random weights",
+        build=lambda: tiny_flux(0, hidden=512, heads=8, depth=4, single=8, context_dim=512, vec_dim=64),
+        conds=lambda: (flux_cond(1, tokens=256, context_dim=512, vec_dim=64),) * 2,
+        latent=lambda: torch.zeros(1, 16, 64, 64),
+    )
+
+
+PRESETS: dict[str, Callable[[], Preset]] = {"flux": flux_preset}

@@ -1,0 +1,26 @@
+"""Interleaved side-by-side timing of sampling variants in one process."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Callable
+
+
+def interleaved(variants: dict[str, Callable[[], object]], repeats: int, warmup: bool = True) -> dict[str, list[float]]:
+    """Run every variant ``repeats`` times, alternating (A B A B ...), and return the wall-clock times.
+    Alternating spreads machine noise evenly over the variants; ratios are taken on medians."""
+    if warmup:
+        for fn in variants.values():
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(repeats):
+        for name, fn in variants.items():
+            t = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t)
+    return times
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
