@@ -34,4 +34,18 @@ def flux_preset() -> Preset:
     )
 
 
-PRESETS: dict[str, Callable[[], Preset]] = {"flux": flux_preset}
+def hunyuan_video_preset() -> Preset:
+    import torch
+    from devkit.tiny_models import hunyuan_video_cond, tiny_hunyuan_video
+    return Preset(
+        family="hunyuan_video",
+        description="HunyuanVideo architecture, hidden 512, 8 heads, 4 double + 8 single blocks, 5 latent frames "
+                    "of 16x16 tokens (1280 image tokens) + 128 text tokens, embedded guidance, CFG 1, random weights; "
+                    "node defaults = the reference video settings (interval 5, warm-up 1, 32 clusters, gamma 0.01)",
+        build=lambda: tiny_hunyuan_video(0, hidden=512, heads=8, depth=4, single=8, context_dim=512, vec_dim=64),
+        conds=lambda: (hunyuan_video_cond(1, tokens=128, context_dim=512, vec_dim=64),) * 2,
+        latent=lambda: torch.zeros(1, 16, 5, 32, 32),
+    )
+
+
+PRESETS: dict[str, Callable[[], Preset]] = {"flux": flux_preset, "hunyuan_video": hunyuan_video_preset}

@@ -74,6 +74,8 @@ class ClusCaConfig:
             out.append(f"seed must be a non-negative integer; got {self.seed!r}")
         if not is_int(self.kmeans_iters) or not 1 <= self.kmeans_iters <= 1000:
             out.append(f"kmeans_iters must be an integer from 1 to 1000; got {self.kmeans_iters!r}")
+        if not isinstance(self.cluster_per_frame, bool):
+            out.append(f"cluster_per_frame must be true or false; got {self.cluster_per_frame!r}")
         if self.kmeans_distance not in KMEANS_DISTANCES:
             out.append(f"kmeans_distance must be one of {KMEANS_DISTANCES}; got {self.kmeans_distance!r}")
         return out

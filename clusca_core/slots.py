@@ -121,7 +121,8 @@ class RunState:
 
     # -- calls ----------------------------------------------------------------------------------------
     def plan_call(self, sigma: float, slot_keys: Sequence[Hashable], batch: int, fingerprint: Hashable,
-                  model=None, adapter=None, geometry: Optional[dict] = None, grid=None) -> Optional["CallPlan"]:
+                  model=None, adapter=None, geometry: Optional[dict] = None, grid=None,
+                  extras: Optional[dict] = None) -> Optional["CallPlan"]:
         """Decide how one model call runs. None means: run it untouched (nothing can be cached for it)."""
         if not slot_keys or batch % len(slot_keys) != 0:
             return None
@@ -140,7 +141,7 @@ class RunState:
                 full = True
             slots.append(slot)
         plan = CallPlan(self, position, step, full, slots, batch // len(slot_keys), model, adapter, geometry or {},
-                        grid)
+                        grid, extras)
         plan.passive = full and step > self.last_cached_step
         plan.verify = full and not plan.passive and not self.verified
         if geometry:
@@ -212,7 +213,8 @@ class CallPlan:
     """
 
     def __init__(self, run: RunState, position: float, step: int, full: bool, slots: list[SlotCache],
-                 rows: int, model=None, adapter=None, geometry: Optional[dict] = None, grid=None):
+                 rows: int, model=None, adapter=None, geometry: Optional[dict] = None, grid=None,
+                 extras: Optional[dict] = None):
         self.run = run
         self.position = position
         self.step = step
@@ -224,6 +226,8 @@ class CallPlan:
         self.geometry = geometry or {}
         #: (frames, rows, columns) of the image tokens, for cluster maps; None when unknown
         self.grid = grid
+        #: adapter-specific values for this call's blocks (e.g. clustering segments)
+        self.extras = extras or {}
         self.verify = False
         self.failed = False
         #: a full call after the last cached step: ComfyUI's blocks run untouched, nothing is recorded
@@ -294,7 +298,10 @@ class CallPlan:
             slot.clusters[stream] = ClusterAssignment(labels, centroids, offset)
         if stream == "img":
             first = self.slots[0].clusters[stream]
-            self.run.cluster_snapshot = {"labels": first.labels[0].detach().cpu(), "grid": self.grid,
+            offset = int(self.extras.get("image_token_offset", 0))
+            n = None if self.grid is None else self.grid[0] * self.grid[1] * self.grid[2]
+            labels = first.labels[0, offset:None if n is None else offset + n]
+            self.run.cluster_snapshot = {"labels": labels.detach().cpu(), "grid": self.grid,
                                          "num_clusters": first.num_clusters, "step": self.step}
 
     # -- cached steps ---------------------------------------------------------------------------------

@@ -66,6 +66,47 @@ def flux_cond(seed: int, tokens=8, context_dim=64, vec_dim=32, guidance=3.5, bat
     return [[torch.randn(batch, tokens, context_dim, generator=g), extra]]
 
 
+def hunyuan_video_config(hidden=64, heads=4, depth=2, single=2, context_dim=64, vec_dim=32, patch=(1, 2, 2),
+                         version="1.0"):
+    head_dim = hidden // heads
+    a = head_dim // 8 * 2
+    axes = [head_dim - 2 * a, a, a] if len(patch) == 3 else [head_dim // 2, head_dim - head_dim // 2]
+    cfg = dict(image_model="hunyuan_video", in_channels=16, out_channels=16, vec_in_dim=vec_dim,
+               context_in_dim=context_dim, hidden_size=hidden, mlp_ratio=4.0, num_heads=heads, depth=depth,
+               depth_single_blocks=single, axes_dim=axes, theta=256, patch_size=list(patch),
+               qkv_bias=True, guidance_embed=True, byt5=False, meanflow=False)
+    from comfy.ldm.hunyuan_video.model import HunyuanVideoParams
+    names = {f.name for f in dataclasses.fields(HunyuanVideoParams)}
+    if "use_cond_type_embedding" in names:
+        cfg["use_cond_type_embedding"] = False
+    if "vision_in_dim" in names:
+        cfg["vision_in_dim"] = None
+    if version == "1.5":   # byT5 glyph tokens, vision tokens, condition-type embedding, 32-ch latent + concat
+        cfg.update(in_channels=65, out_channels=32, vec_in_dim=None, byt5=True, use_cond_type_embedding=True,
+                   vision_in_dim=16, guidance_embed=False)
+    return cfg
+
+
+def tiny_hunyuan_video(seed=0, dtype=torch.float32, version="1.0", **kw) -> comfy.model_patcher.ModelPatcher:
+    cfg = hunyuan_video_config(version=version, **kw)
+    model_cls = comfy.supported_models.HunyuanVideo15 if version == "1.5" else comfy.supported_models.HunyuanVideo
+    mc = model_cls(cfg)
+    mc.set_inference_dtype(dtype, None)
+    base = mc.get_model({}, device=CPU)
+    init_weights(base.diffusion_model, seed)
+    return comfy.model_patcher.ModelPatcher(base, load_device=CPU, offload_device=CPU)
+
+
+def hunyuan_video_cond(seed: int, tokens=8, context_dim=64, vec_dim=32, guidance=6.0, batch=1, mask=False):
+    g = torch.Generator().manual_seed(seed)
+    extra = {"pooled_output": torch.randn(batch, vec_dim, generator=g), "guidance": guidance}
+    if mask:
+        m = torch.ones(batch, tokens, dtype=torch.long)
+        m[:, tokens // 2:] = 0
+        extra["attention_mask"] = m
+    return [[torch.randn(batch, tokens, context_dim, generator=g), extra]]
+
+
 def sample(model, positive, negative, steps=10, cfg=1.0, sampler="euler", scheduler="simple", height=16,
            width=16, batch=1, seed=0, channels=16, latent=None, denoise=1.0, sigmas=None, callback=None):
     """Sample like KSampler does; returns the final latent (float32)."""

@@ -21,7 +21,7 @@ class ApplyClusCa(io.ComfyNode):
             node_id="ApplyClusCa",
             display_name="Apply ClusCa",
             category="ClusCa",
-            description=("Speeds up diffusion transformers (FLUX.1) with ClusCa: full computation only every "
+            description=("Speeds up diffusion transformers (FLUX.1, HunyuanVideo, DiT) with ClusCa: full computation only every "
                          "few steps; in between, every block's attention and MLP outputs are forecast "
                          "(TaylorSeer) and the MLP cache is refreshed from one real token per cluster. "
                          "Unsupported models pass through unchanged."),
@@ -51,6 +51,9 @@ class ApplyClusCa(io.ComfyNode):
                              control_after_generate=False,
                              tooltip="Seed of ClusCa's own generator for choosing representative tokens and "
                                      "initial clusters (the sampler's noise is never touched)."),
+                io.Boolean.Input("cluster_per_frame", default=d.cluster_per_frame, optional=True,
+                                 tooltip="Video models: cluster every latent frame separately (the clusters count "
+                                         "is per frame, so more tokens are refreshed). No effect on images."),
             ],
             outputs=[io.Model.Output(tooltip="The model with ClusCa; connect it to the sampler.")],
             hidden=[io.Hidden.unique_id],
@@ -58,12 +61,14 @@ class ApplyClusCa(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, fresh_interval=None, warmup_steps=None, taylor_order=None, clusters=None,
-                        propagation_ratio=None, start_percent=None, end_percent=None, seed=None):
+                        propagation_ratio=None, start_percent=None, end_percent=None, seed=None,
+                        cluster_per_frame=None):
         """Checked when the prompt is queued; values coming from links are checked again in execute."""
         given = {k: v for k, v in dict(fresh_interval=fresh_interval, warmup_steps=warmup_steps,
                                        taylor_order=taylor_order, clusters=clusters,
                                        propagation_ratio=propagation_ratio, start_percent=start_percent,
-                                       end_percent=end_percent, seed=seed).items() if v is not None}
+                                       end_percent=end_percent, seed=seed,
+                                       cluster_per_frame=cluster_per_frame).items() if v is not None}
         try:
             errors = DEFAULTS.with_changes(**given).errors()
         except TypeError as exc:
@@ -76,10 +81,12 @@ class ApplyClusCa(io.ComfyNode):
     def execute(cls, model, fresh_interval=DEFAULTS.fresh_interval, warmup_steps=DEFAULTS.warmup_steps,
                 taylor_order=DEFAULTS.taylor_order, clusters=DEFAULTS.clusters,
                 propagation_ratio=DEFAULTS.propagation_ratio, start_percent=DEFAULTS.start_percent,
-                end_percent=DEFAULTS.end_percent, seed=DEFAULTS.seed) -> io.NodeOutput:
+                end_percent=DEFAULTS.end_percent, seed=DEFAULTS.seed,
+                cluster_per_frame=DEFAULTS.cluster_per_frame) -> io.NodeOutput:
         config = ClusCaConfig(fresh_interval=fresh_interval, warmup_steps=warmup_steps, taylor_order=taylor_order,
                               clusters=clusters, propagation_ratio=float(propagation_ratio),
-                              start_percent=float(start_percent), end_percent=float(end_percent), seed=seed)
+                              start_percent=float(start_percent), end_percent=float(end_percent), seed=seed,
+                              cluster_per_frame=bool(cluster_per_frame))
         hidden = getattr(cls, "hidden", None)
         node_id = getattr(hidden, "unique_id", None) if hidden is not None else None
         return io.NodeOutput(apply_clusca(model, config.validated(), node_id=node_id))

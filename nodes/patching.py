@@ -22,6 +22,9 @@ from .holder import KEY, ClusCaHolder, summary_line
 log = logging.getLogger("ClusCa")
 WrappersMP = comfy.patcher_extension.WrappersMP
 
+#: the settings a family's reference values replace when the node leaves all of them at their defaults
+REFERENCE_FIELDS = ("fresh_interval", "warmup_steps", "taylor_order", "clusters", "propagation_ratio")
+
 #: callables notified with (holder template, summary dict) after each run (the UI stats use this)
 RUN_LISTENERS: list = []
 
@@ -143,7 +146,7 @@ def _plan_call(run, holder, dm, bound, to):
             run.stats.passthrough_reason = reason
         return None, None
     plan = run.plan_call(float(sigmas.flatten()[0]), list(uuids), info.batch, info.fingerprint, dm, adapter,
-                         info.geometry, info.grid)
+                         info.geometry, info.grid, info.extras)
     return plan, info
 
 
@@ -157,7 +160,7 @@ def apply_clusca(model, config: ClusCaConfig, node_id=None):
     if adapter is None:
         log.warning("ClusCa - %s; the model passes through unchanged.", reason)
         return model
-    if config == ClusCaConfig() and adapter.reference_settings:
+    if adapter.reference_settings and all(getattr(config, k) == getattr(ClusCaConfig(), k) for k in REFERENCE_FIELDS):
         config = config.with_changes(**adapter.reference_settings)
         log.info("ClusCa - %s: inputs left at their defaults, using the family's reference settings %s",
                  adapter.family, adapter.reference_settings)

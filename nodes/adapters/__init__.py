@@ -11,8 +11,9 @@ from typing import Optional
 
 from .base import Adapter
 from .flux import FluxAdapter
+from .hunyuan_video import HunyuanVideoAdapter
 
-ADAPTERS: dict[str, type[Adapter]] = {a.key: a for a in (FluxAdapter,)}
+ADAPTERS: dict[str, type[Adapter]] = {a.key: a for a in (FluxAdapter, HunyuanVideoAdapter)}
 
 
 def find_adapter(diffusion_model) -> tuple[Optional[type[Adapter]], str]:

@@ -19,6 +19,9 @@ class CallInfo:
     full_flops: float = 0.0     # per batch row, one full evaluation of the block stack
     cached_flops: float = 0.0   # per batch row, one cached evaluation
     grid: Optional[tuple] = None  # (frames, rows, columns) of the image tokens, for cluster maps
+    #: adapter-specific values the blocks of this call need (``plan.extras``), e.g. clustering segments;
+    #: ``image_token_offset`` = where the target image tokens start in the image stream (cluster maps)
+    extras: dict = field(default_factory=dict)
 
 
 class Adapter:
