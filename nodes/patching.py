@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import logging
+import time
 
 import comfy.model_patcher
 import comfy.patcher_extension
@@ -58,6 +59,7 @@ def outer_sample_wrapper(executor, *args, **kwargs):
     guider = executor.class_obj
     orig_model_options = guider.model_options
     template = holder = None
+    started = None
     try:
         guider.model_options = comfy.model_patcher.create_model_options_clone(orig_model_options)
         to = guider.model_options.setdefault("transformer_options", {})
@@ -67,6 +69,7 @@ def outer_sample_wrapper(executor, *args, **kwargs):
             to[KEY] = holder
             try:
                 _start_run(holder, guider, args[3] if len(args) > 3 else kwargs.get("sigmas"))
+                started = time.perf_counter()
             except Exception as exc:  # noqa: BLE001 - without a run state every call simply runs in full
                 log.warning("ClusCa - could not prepare this run (%s: %s); the model runs unchanged.",
                             type(exc).__name__, exc)
@@ -74,7 +77,7 @@ def outer_sample_wrapper(executor, *args, **kwargs):
         return executor(*args, **kwargs)
     finally:
         if holder is not None and holder.run is not None:
-            _finish_run(template, holder)
+            _finish_run(template, holder, None if started is None else time.perf_counter() - started)
         guider.model_options = orig_model_options
 
 
@@ -89,10 +92,12 @@ def _start_run(holder: ClusCaHolder, guider, sigmas) -> None:
                  c.end_percent, run.planned_full_steps, run.num_steps)
 
 
-def _finish_run(template: ClusCaHolder, holder: ClusCaHolder) -> None:
+def _finish_run(template: ClusCaHolder, holder: ClusCaHolder, seconds=None) -> None:
     run = holder.run
     try:
         summary = run.summary()
+        summary["sampling_seconds"] = seconds
+        summary["node_id"] = holder.node_id
         if run.disabled:
             summary["disabled"] = run.disabled
         template.last_summary = summary
