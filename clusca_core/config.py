@@ -9,6 +9,10 @@ MAX_CLUSTERS = 4096
 MAX_INTERVAL = 100
 MAX_WARMUP = 1000
 KMEANS_DISTANCES = ("l2", "l1")
+CACHE_DTYPES = ("auto", "bf16", "fp16", "fp32")
+CACHE_DEVICES = ("auto", "cpu")
+MEMORY_MODES = ("full", "lite")
+_TORCH_DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 
 
 @dataclass(frozen=True)
@@ -27,6 +31,10 @@ class ClusCaConfig:
     kmeans_distance:   "l2" (squared Euclidean via matmul, the default) or "l1" (as the reference code).
     propagate_text:    refresh the text stream's cache with propagation too (False: representatives only).
     cluster_per_frame: video models: cluster each latent frame separately (``clusters`` per frame).
+    cache_dtype:       dtype of the cached factors: "auto" (the model's compute dtype), "bf16", "fp16", "fp32".
+    cache_device:      "auto" (with the model) or "cpu" (offload: pinned host memory, asynchronous copies).
+    memory_mode:       "full" (every block's branches, ClusCa's refresh) or "lite" (TaylorSeer-Lite: only the
+                       output of the whole block stack is cached; on cached steps the blocks are skipped).
     verbose:           log one line per cached step.
     """
 
@@ -42,6 +50,9 @@ class ClusCaConfig:
     kmeans_distance: str = "l2"
     propagate_text: bool = True
     cluster_per_frame: bool = False
+    cache_dtype: str = "auto"
+    cache_device: str = "auto"
+    memory_mode: str = "full"
     verbose: bool = False
 
     def errors(self) -> list[str]:
@@ -76,6 +87,10 @@ class ClusCaConfig:
             out.append(f"kmeans_iters must be an integer from 1 to 1000; got {self.kmeans_iters!r}")
         if not isinstance(self.cluster_per_frame, bool):
             out.append(f"cluster_per_frame must be true or false; got {self.cluster_per_frame!r}")
+        for name, allowed in (("cache_dtype", CACHE_DTYPES), ("cache_device", CACHE_DEVICES),
+                              ("memory_mode", MEMORY_MODES)):
+            if getattr(self, name) not in allowed:
+                out.append(f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}")
         if self.kmeans_distance not in KMEANS_DISTANCES:
             out.append(f"kmeans_distance must be one of {KMEANS_DISTANCES}; got {self.kmeans_distance!r}")
         return out
@@ -86,6 +101,13 @@ class ClusCaConfig:
         if errs:
             raise ValueError("Invalid ClusCa settings: " + "; ".join(errs))
         return self
+
+    @property
+    def cache_torch_dtype(self):
+        """The torch dtype of ``cache_dtype`` (None for "auto")."""
+        import torch
+        name = _TORCH_DTYPES.get(self.cache_dtype)
+        return None if name is None else getattr(torch, name)
 
     @property
     def caches_anything(self) -> bool:

@@ -80,10 +80,13 @@ class RunState:
     """The state of one sampling run: schedule, slot caches, the representative-token generator, stats."""
 
     def __init__(self, config: ClusCaConfig, sample_sigmas, start_sigma: float = float("inf"),
-                 end_sigma: float = 0.0, cache_dtype: Optional[torch.dtype] = None, family: str = "model"):
+                 end_sigma: float = 0.0, cache_dtype: Optional[torch.dtype] = None, family: str = "model",
+                 cache_device: Optional[torch.device] = None):
         self.config = config
         self.family = family
-        self.cache_dtype = cache_dtype
+        #: dtype and device of the cached factors (None: those of the recorded values)
+        self.cache_dtype = cache_dtype if cache_dtype is not None else config.cache_torch_dtype
+        self.cache_device = cache_device
         self.locator = StepLocator(sample_sigmas)
         window = self.locator.window_mask(start_sigma, end_sigma)
         self.schedule = build_full_step_mask(self.locator.num_steps, config.warmup_steps, config.fresh_interval, window)
@@ -267,7 +270,7 @@ class CallPlan:
         for slot, chunk in self._chunks(value):
             cache = slot.branches.get(key)
             if cache is None:
-                cache = TaylorCache(cfg.taylor_order, self.run.cache_dtype)
+                cache = TaylorCache(cfg.taylor_order, self.run.cache_dtype, self.run.cache_device)
                 slot.branches[key] = cache
             cache.update(chunk, self.position)
 
@@ -341,4 +344,7 @@ class CallPlan:
         self.run.stats.rep_tokens[stream] = int(picks[0].shape[1])
         r = self.rows
         for i, (slot, a, idx) in enumerate(zip(self.slots, assignments, picks)):
-            propagate_fresh(slot.branches[key].factors[0], a.labels, idx, fresh[i * r:(i + 1) * r], gamma)
+            cache = slot.branches[key]
+            f0 = cache.order0_on(x.device)
+            propagate_fresh(f0, a.labels, idx, fresh[i * r:(i + 1) * r], gamma)
+            cache.write_order0(f0)

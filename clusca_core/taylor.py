@@ -24,31 +24,50 @@ class TaylorCache:
     Differences are formed in float32 and stored in ``dtype`` (default: the value's dtype).
     """
 
-    __slots__ = ("order", "dtype", "factors", "position")
+    __slots__ = ("order", "dtype", "device", "factors", "position")
 
-    def __init__(self, order: int, dtype: Optional[torch.dtype] = None):
+    def __init__(self, order: int, dtype: Optional[torch.dtype] = None, device: Optional[torch.device] = None):
         if order < 0:
             raise ValueError("order must be >= 0")
         self.order = order
         self.dtype = dtype
+        #: where the factors are stored (None: with the values). A CPU store for CUDA values uses pinned
+        #: memory and asynchronous copies; forecasts bring the factors back to the compute device.
+        self.device = None if device is None else torch.device(device)
         self.factors: list[torch.Tensor] = []
         self.position: Optional[float] = None
 
+    def _store(self, t: torch.Tensor) -> torch.Tensor:
+        if self.device is None or t.device == self.device:
+            return t.contiguous()
+        if self.device.type == "cpu" and t.device.type == "cuda":
+            host = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
+            return host.copy_(t, non_blocking=True)
+        return t.to(self.device, non_blocking=True).contiguous()
+
+    def _fetch(self, t: torch.Tensor, device: torch.device, dtype: Optional[torch.dtype] = None) -> torch.Tensor:
+        if t.device != device:
+            t = t.to(device, non_blocking=True)
+        return t if dtype is None or t.dtype == dtype else t.to(dtype)
+
     def update(self, value: torch.Tensor, position: float) -> None:
         dtype = self.dtype or value.dtype
-        new = [value.detach().to(dtype).contiguous()]
+        value = value.detach()
+        new = [value.to(dtype)]
         if self.factors and self.position is not None:
             delta = float(position) - self.position
             if abs(delta) < 1e-9:
                 new.extend(self.factors[1:])
-            else:
-                work = _working_dtype(dtype)
-                prev = new[0].to(work)
-                for i in range(min(self.order, len(self.factors))):
-                    diff = (prev - self.factors[i].to(work)) / delta
-                    new.append(diff.to(dtype))
-                    prev = diff
-        self.factors = new
+                new[0] = self._store(new[0])
+                self.factors, self.position = new, float(position)
+                return
+            work = _working_dtype(dtype)
+            prev = value.to(work)
+            for i in range(min(self.order, len(self.factors))):
+                diff = (prev - self._fetch(self.factors[i], value.device, work)) / delta
+                new.append(diff.to(dtype))
+                prev = diff
+        self.factors = [self._store(f) for f in new]
         self.position = float(position)
 
     @property
@@ -70,6 +89,15 @@ class TaylorCache:
                 out.add_(self.factors[i], alpha=coef)
         return out
 
+    def order0_on(self, device: torch.device) -> torch.Tensor:
+        """``F_0`` on ``device`` for an in-place update; pass the result to ``write_order0`` afterwards."""
+        return self._fetch(self.factors[0], torch.device(device))
+
+    def write_order0(self, value: torch.Tensor) -> None:
+        """Store an updated ``F_0`` (a no-op when ``value`` is the stored tensor itself)."""
+        if value is not self.factors[0]:
+            self.factors[0].copy_(value, non_blocking=True)
+
     def add_forecast(self, base: torch.Tensor, gate: torch.Tensor, position: float,
                      out: torch.Tensor) -> torch.Tensor:
         """``out = base + gate * forecast(position)`` without materialising the forecast (``out`` may be
@@ -77,13 +105,11 @@ class TaylorCache:
         if not self.factors:
             raise RuntimeError("TaylorCache.add_forecast called before any full step was recorded")
         d = self.distance(position)
-        f0 = self.factors[0] if self.factors[0].dtype == out.dtype else self.factors[0].to(out.dtype)
-        torch.addcmul(base, gate, f0, out=out)
+        torch.addcmul(base, gate, self._fetch(self.factors[0], out.device, out.dtype), out=out)
         for i in range(1, len(self.factors)):
             coef = d ** i / math.factorial(i)
             if coef != 0.0:
-                fi = self.factors[i] if self.factors[i].dtype == out.dtype else self.factors[i].to(out.dtype)
-                out.addcmul_(gate, fi, value=coef)
+                out.addcmul_(gate, self._fetch(self.factors[i], out.device, out.dtype), value=coef)
         return out
 
     @property

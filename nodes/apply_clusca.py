@@ -2,12 +2,59 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
+
 from comfy_api.latest import io
 
-from ..clusca_core.config import MAX_CLUSTERS, MAX_INTERVAL, MAX_TAYLOR_ORDER, MAX_WARMUP, ClusCaConfig
+from ..clusca_core.config import (CACHE_DEVICES, CACHE_DTYPES, MAX_CLUSTERS, MAX_INTERVAL, MAX_TAYLOR_ORDER,
+                                  MAX_WARMUP, MEMORY_MODES, ClusCaConfig)
 from .patching import apply_clusca
 
 DEFAULTS = ClusCaConfig()
+CONFIG_FIELDS = {f.name for f in fields(ClusCaConfig)}
+
+
+def _inputs() -> list:
+    d = DEFAULTS
+    return [
+        io.Model.Input("model", tooltip="The diffusion model to accelerate (from a model loader)."),
+        io.Int.Input("fresh_interval", default=d.fresh_interval, min=1, max=MAX_INTERVAL, step=1,
+                     tooltip="A full step runs every N steps (after the warm-up); the steps in between are "
+                             "forecast from the cache. 1 = every step full (output identical to the model "
+                             "without ClusCa). Higher = faster, less faithful."),
+        io.Int.Input("warmup_steps", default=d.warmup_steps, min=0, max=MAX_WARMUP, step=1,
+                     tooltip="The first steps always run in full (the layout of the image forms here)."),
+        io.Int.Input("taylor_order", default=d.taylor_order, min=0, max=MAX_TAYLOR_ORDER, step=1,
+                     tooltip="Order of the Taylor forecast of cached features. 0 = plain reuse (FORA), "
+                             "1 = linear extrapolation (the reference default)."),
+        io.Int.Input("clusters", default=d.clusters, min=0, max=MAX_CLUSTERS, step=1,
+                     tooltip="Token clusters (K-means) per stream. On cached steps one random token per cluster "
+                             "goes through the real MLP to refresh its cluster's cache. 0 = plain TaylorSeer "
+                             "without spatial refresh."),
+        io.Float.Input("propagation_ratio", default=d.propagation_ratio, min=0.0, max=1.0, step=0.001,
+                       tooltip="How strongly a representative's fresh MLP output is blended into the cached "
+                               "output of the other tokens of its cluster (gamma)."),
+        io.Float.Input("start_percent", default=d.start_percent, min=0.0, max=1.0, step=0.01,
+                       tooltip="Caching starts at this fraction of the schedule; steps before it run in full."),
+        io.Float.Input("end_percent", default=d.end_percent, min=0.0, max=1.0, step=0.01,
+                       tooltip="Caching ends at this fraction of the schedule; steps after it run in full."),
+        io.Int.Input("seed", default=d.seed, min=0, max=0xFFFFFFFFFFFFFFFF, step=1, control_after_generate=False,
+                     tooltip="Seed of ClusCa's own generator for choosing representative tokens and initial "
+                             "clusters (the sampler's noise is never touched)."),
+        io.Boolean.Input("cluster_per_frame", default=d.cluster_per_frame, optional=True,
+                         tooltip="Video models: cluster every latent frame separately (the clusters count is per "
+                                 "frame, so more tokens are refreshed). No effect on images."),
+        io.Combo.Input("cache_dtype", options=list(CACHE_DTYPES), default=d.cache_dtype, optional=True,
+                       tooltip="Precision of the cached features. auto = the model's compute dtype; bf16/fp16 halve "
+                               "the cache memory of fp32 models."),
+        io.Combo.Input("cache_device", options=list(CACHE_DEVICES), default=d.cache_device, optional=True,
+                       tooltip="Where the cache lives. auto = with the model (fastest); cpu = offload to pinned host "
+                               "memory with asynchronous copies (saves VRAM, costs transfer time on GPU)."),
+        io.Combo.Input("memory_mode", options=list(MEMORY_MODES), default=d.memory_mode, optional=True,
+                       tooltip="full = every block's attention and MLP outputs are cached (ClusCa). lite = only the "
+                               "output of the whole block stack is cached and cached steps skip the blocks "
+                               "(TaylorSeer-Lite): far less memory, no cluster refresh, lower fidelity."),
+    ]
 
 
 class ApplyClusCa(io.ComfyNode):
@@ -16,77 +63,41 @@ class ApplyClusCa(io.ComfyNode):
 
     @classmethod
     def define_schema(cls) -> io.Schema:
-        d = DEFAULTS
         return io.Schema(
             node_id="ApplyClusCa",
             display_name="Apply ClusCa",
             category="ClusCa",
-            description=("Speeds up diffusion transformers (FLUX.1, HunyuanVideo, DiT) with ClusCa: full computation only every "
-                         "few steps; in between, every block's attention and MLP outputs are forecast "
+            description=("Speeds up diffusion transformers (FLUX.1, HunyuanVideo, DiT) with ClusCa: full computation "
+                         "only every few steps; in between, every block's attention and MLP outputs are forecast "
                          "(TaylorSeer) and the MLP cache is refreshed from one real token per cluster. "
                          "Unsupported models pass through unchanged."),
-            inputs=[
-                io.Model.Input("model", tooltip="The diffusion model to accelerate (from a model loader)."),
-                io.Int.Input("fresh_interval", default=d.fresh_interval, min=1, max=MAX_INTERVAL, step=1,
-                             tooltip="A full step runs every N steps (after the warm-up); the steps in between "
-                                     "are forecast from the cache. 1 = every step full (output identical to "
-                                     "the model without ClusCa). Higher = faster, less faithful."),
-                io.Int.Input("warmup_steps", default=d.warmup_steps, min=0, max=MAX_WARMUP, step=1,
-                             tooltip="The first steps always run in full (the layout of the image forms here)."),
-                io.Int.Input("taylor_order", default=d.taylor_order, min=0, max=MAX_TAYLOR_ORDER, step=1,
-                             tooltip="Order of the Taylor forecast of cached features. 0 = plain reuse (FORA), "
-                                     "1 = linear extrapolation (the reference default)."),
-                io.Int.Input("clusters", default=d.clusters, min=0, max=MAX_CLUSTERS, step=1,
-                             tooltip="Token clusters (K-means) per stream. On cached steps one random token per "
-                                     "cluster goes through the real MLP to refresh its cluster's cache. "
-                                     "0 = plain TaylorSeer without spatial refresh."),
-                io.Float.Input("propagation_ratio", default=d.propagation_ratio, min=0.0, max=1.0, step=0.001,
-                               tooltip="How strongly a representative's fresh MLP output is blended into the "
-                                       "cached output of the other tokens of its cluster (gamma)."),
-                io.Float.Input("start_percent", default=d.start_percent, min=0.0, max=1.0, step=0.01,
-                               tooltip="Caching starts at this fraction of the schedule; steps before it run in full."),
-                io.Float.Input("end_percent", default=d.end_percent, min=0.0, max=1.0, step=0.01,
-                               tooltip="Caching ends at this fraction of the schedule; steps after it run in full."),
-                io.Int.Input("seed", default=d.seed, min=0, max=0xFFFFFFFFFFFFFFFF, step=1,
-                             control_after_generate=False,
-                             tooltip="Seed of ClusCa's own generator for choosing representative tokens and "
-                                     "initial clusters (the sampler's noise is never touched)."),
-                io.Boolean.Input("cluster_per_frame", default=d.cluster_per_frame, optional=True,
-                                 tooltip="Video models: cluster every latent frame separately (the clusters count "
-                                         "is per frame, so more tokens are refreshed). No effect on images."),
-            ],
+            inputs=_inputs(),
             outputs=[io.Model.Output(tooltip="The model with ClusCa; connect it to the sampler.")],
             hidden=[io.Hidden.unique_id],
         )
 
-    @classmethod
-    def validate_inputs(cls, fresh_interval=None, warmup_steps=None, taylor_order=None, clusters=None,
-                        propagation_ratio=None, start_percent=None, end_percent=None, seed=None,
-                        cluster_per_frame=None):
-        """Checked when the prompt is queued; values coming from links are checked again in execute."""
-        given = {k: v for k, v in dict(fresh_interval=fresh_interval, warmup_steps=warmup_steps,
-                                       taylor_order=taylor_order, clusters=clusters,
-                                       propagation_ratio=propagation_ratio, start_percent=start_percent,
-                                       end_percent=end_percent, seed=seed,
-                                       cluster_per_frame=cluster_per_frame).items() if v is not None}
-        try:
-            errors = DEFAULTS.with_changes(**given).errors()
-        except TypeError as exc:
-            return str(exc)
-        if errors:
-            return "; ".join(errors)
-        return True
+    @staticmethod
+    def config_from(inputs: dict) -> ClusCaConfig:
+        given = {k: v for k, v in inputs.items() if k in CONFIG_FIELDS and v is not None}
+        if "propagation_ratio" in given:
+            given["propagation_ratio"] = float(given["propagation_ratio"])
+        for k in ("start_percent", "end_percent"):
+            if k in given:
+                given[k] = float(given[k])
+        return DEFAULTS.with_changes(**given)
 
     @classmethod
-    def execute(cls, model, fresh_interval=DEFAULTS.fresh_interval, warmup_steps=DEFAULTS.warmup_steps,
-                taylor_order=DEFAULTS.taylor_order, clusters=DEFAULTS.clusters,
-                propagation_ratio=DEFAULTS.propagation_ratio, start_percent=DEFAULTS.start_percent,
-                end_percent=DEFAULTS.end_percent, seed=DEFAULTS.seed,
-                cluster_per_frame=DEFAULTS.cluster_per_frame) -> io.NodeOutput:
-        config = ClusCaConfig(fresh_interval=fresh_interval, warmup_steps=warmup_steps, taylor_order=taylor_order,
-                              clusters=clusters, propagation_ratio=float(propagation_ratio),
-                              start_percent=float(start_percent), end_percent=float(end_percent), seed=seed,
-                              cluster_per_frame=bool(cluster_per_frame))
+    def validate_inputs(cls, **inputs):
+        """Checked when the prompt is queued (values coming from links are checked again in execute)."""
+        try:
+            errors = cls.config_from(inputs).errors()
+        except (TypeError, ValueError) as exc:
+            return str(exc)
+        return "; ".join(errors) if errors else True
+
+    @classmethod
+    def execute(cls, model, **inputs) -> io.NodeOutput:
+        config = cls.config_from(inputs).validated()
         hidden = getattr(cls, "hidden", None)
         node_id = getattr(hidden, "unique_id", None) if hidden is not None else None
-        return io.NodeOutput(apply_clusca(model, config.validated(), node_id=node_id))
+        return io.NodeOutput(apply_clusca(model, config, node_id=node_id))

@@ -53,7 +53,9 @@ class ClusCaHolder:
             return None
         start_sigma = float(model_sampling.percent_to_sigma(cfg.start_percent))
         end_sigma = float(model_sampling.percent_to_sigma(cfg.end_percent))
-        self.run = RunState(cfg, sample_sigmas, start_sigma=start_sigma, end_sigma=end_sigma, family=family)
+        cache_device = torch.device("cpu") if cfg.cache_device == "cpu" else None
+        self.run = RunState(cfg, sample_sigmas, start_sigma=start_sigma, end_sigma=end_sigma, family=family,
+                            cache_device=cache_device)
         return self.run
 
     def reset(self) -> None:

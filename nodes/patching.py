@@ -44,10 +44,12 @@ class ClusCaBlockPatch:
         plan = run.current if run is not None else None
         if plan is None or plan.failed or plan.passive:
             return self.inner(args, extra) if self.inner is not None else extra["original_block"](args)
+        adapter = plan.adapter
+        run_block = adapter.run_lite_block if plan.config.memory_mode == "lite" else adapter.run_block
         if plan.full:
-            return plan.adapter.run_block(self.kind, self.index, args, extra, plan, self.inner)
+            return run_block(self.kind, self.index, args, extra, plan, self.inner)
         try:
-            return plan.adapter.run_block(self.kind, self.index, args, extra, plan, self.inner)
+            return run_block(self.kind, self.index, args, extra, plan, self.inner)
         except Exception as exc:  # noqa: BLE001 - fall back to the real block rather than break the run
             log.debug("ClusCa cached block failed", exc_info=True)
             plan.abandon(f"{self.kind} {self.index}: {type(exc).__name__}: {exc}")
@@ -144,6 +146,8 @@ def _plan_call(run, holder, dm, bound, to):
     adapter = get_adapter(holder.family_key)
     info = adapter.describe_call(dm, bound, holder.config)
     sigmas, uuids = to.get("sigmas"), to.get("uuids")
+    if not isinstance(info, str) and holder.config.memory_mode == "lite":
+        info.cached_flops = 0.0       # cached steps skip every block
     if isinstance(info, str) or sigmas is None or not uuids:
         reason = info if isinstance(info, str) else "the sampler did not say which step this is"
         if run.stats.passthrough_reason is None:

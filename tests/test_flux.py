@@ -217,3 +217,51 @@ def test_window_outside_caching_is_full():
     s = last_summary(m)
     assert 0 < s["cached_steps"] < 20 * 0.4 + 1
     assert counter.calls == s["full_steps"] * 4
+
+
+# -- memory controls ----------------------------------------------------------------------------------
+
+def test_cache_dtype_sets_the_cache_precision_and_bytes():
+    m = tiny_flux(0)
+    full = apply_node(m)
+    half = apply_node(m, cache_dtype="bf16")
+    base = sample(m, flux_cond(1), flux_cond(2), steps=10, cfg=2.0)
+    out_full = sample(full, flux_cond(1), flux_cond(2), steps=10, cfg=2.0)
+    out_half = sample(half, flux_cond(1), flux_cond(2), steps=10, cfg=2.0)
+    b_full, b_half = last_summary(full)["peak_cache_bytes"], last_summary(half)["peak_cache_bytes"]
+    assert b_half < 0.6 * b_full
+    assert torch.isfinite(out_half).all() and psnr(out_half, base) > 20
+    assert not torch.equal(out_half, out_full)
+
+
+def test_cache_device_cpu_matches_on_a_cpu_model():
+    m = tiny_flux(0)
+    a = sample(apply_node(m), flux_cond(1), flux_cond(2), steps=10, cfg=2.0)
+    b = sample(apply_node(m, cache_device="cpu"), flux_cond(1), flux_cond(2), steps=10, cfg=2.0)
+    assert torch.equal(a, b)
+
+
+def test_lite_mode_skips_blocks_and_uses_far_less_memory():
+    m = tiny_flux(0)
+    base = sample(m, flux_cond(1), flux_cond(2), steps=10, cfg=2.0)
+    lite = apply_node(m, memory_mode="lite")
+    counter = AttentionCounter()
+    counter.install(lite)
+    out = sample(lite, flux_cond(1), flux_cond(2), steps=10, cfg=2.0)
+    s = last_summary(lite)
+    assert counter.calls == s["full_steps"] * 4 and s["cached_steps"] > 0
+    assert torch.isfinite(out).all() and psnr(out, base) > 15
+    full = apply_node(m)
+    sample(full, flux_cond(1), flux_cond(2), steps=10, cfg=2.0)
+    # lite: one forecast of the stack output, 2 Taylor factors x (64 image + 8 text tokens) x 64 features x fp32,
+    # per conditioning (cond and uncond); full mode keeps (2 x 2 double + 2 single) such stacks and clusters
+    assert s["peak_cache_bytes"] == 2 * 2 * 72 * 64 * 4
+    assert last_summary(full)["peak_cache_bytes"] > 6 * s["peak_cache_bytes"]
+    assert s["tokens_per_cached_step"] == {}
+
+
+@pytest.mark.parametrize("bad", [dict(cache_dtype="int8"), dict(cache_device="tpu"), dict(memory_mode="tiny")])
+def test_memory_inputs_are_validated(bad):
+    node = nodes.NODE_CLASS_MAPPINGS["ApplyClusCa"]
+    msg = node.validate_inputs(**bad)
+    assert isinstance(msg, str) and list(bad)[0] in msg

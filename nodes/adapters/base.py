@@ -51,6 +51,47 @@ class Adapter:
     def run_block(cls, kind: str, index: int, args: dict, extra: dict, plan, inner=None) -> dict:
         raise NotImplementedError
 
+    @classmethod
+    def block_outputs(cls, kind: str) -> tuple[str, ...]:
+        """The keys a block patch of this kind returns."""
+        return ("img", "txt") if kind == "double_block" else ("img",)
+
+    @classmethod
+    def last_block(cls, diffusion_model) -> tuple[str, int]:
+        """The block whose output is the output of the whole block stack (for the lite memory mode)."""
+        for kind in reversed(cls.block_kinds):
+            n = cls.block_count(diffusion_model, kind)
+            if n:
+                return kind, n - 1
+        raise ValueError("model has no blocks")
+
+    @classmethod
+    def run_lite_block(cls, kind: str, index: int, args: dict, extra: dict, plan, inner=None) -> dict:
+        """Lite memory mode (TaylorSeer-Lite): only the block stack's output is cached. Full steps run every
+        block and record the last block's output; cached steps pass the stream through every block untouched
+        and the last block returns the forecast of the stack's output (no block computation at all)."""
+        last = (kind, index) == cls.last_block(plan.model)
+        if plan.full:
+            out = call_block(args, extra, inner)
+            if last:
+                with plan.guard("lite cache"):
+                    plan.record(LITE_KEY, out["img"])
+            return out
+        if not last:
+            return {k: args[k] for k in cls.block_outputs(kind)}
+        return {"img": plan.predict(LITE_KEY).to(args["img"].dtype)}
+
+
+#: the single cached branch of the lite memory mode
+LITE_KEY = ("lite", "stack_output")
+
+
+def call_block(args: dict, extra: dict, inner=None) -> dict:
+    """Run the block as ComfyUI (or a block patch that was installed before ours) would."""
+    if inner is not None:
+        return inner(args, extra)
+    return extra["original_block"](args)
+
 
 _SIGNATURES: dict[type, inspect.Signature] = {}
 

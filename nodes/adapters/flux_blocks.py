@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import capture_outputs, close_enough
+from .base import call_block as call_full, capture_outputs, close_enough
 
 DOUBLE_BRANCHES = ("img_attn", "img_mlp", "txt_attn", "txt_mlp")
 
@@ -53,13 +53,6 @@ def _finite16(x: torch.Tensor) -> torch.Tensor:
     if x.dtype == torch.float16:
         return torch.nan_to_num(x, nan=0.0, posinf=65504, neginf=-65504)
     return x
-
-
-def call_full(args: dict, extra: dict, inner=None) -> dict:
-    """Run the block as ComfyUI (or a block patch that was installed before ours) would."""
-    if inner is not None:
-        return inner(args, extra)
-    return extra["original_block"](args)
 
 
 def run_double_block(plan, index: int, block, args: dict, extra: dict, inner=None,
