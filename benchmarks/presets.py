@@ -48,4 +48,20 @@ def hunyuan_video_preset() -> Preset:
     )
 
 
-PRESETS: dict[str, Callable[[], Preset]] = {"flux": flux_preset, "hunyuan_video": hunyuan_video_preset}
+def dit_preset() -> Preset:
+    import torch
+    from devkit.tiny_dit import dit_cond, null_cond, tiny_dit
+    return Preset(
+        family="dit",
+        description="class-conditional DiT, DiT-S/2 architecture (hidden 384, 6 heads, depth 12, patch 2), 32x32 "
+                    "latent = 256 image tokens (256 px), CFG 4 against the null class, random weights; node "
+                    "defaults = the DiT reference settings (interval 4, warm-up 2, Taylor order 4)",
+        build=lambda: tiny_dit(0, hidden=384, heads=6, depth=12, patch=2, input_size=32),
+        conds=lambda: (dit_cond(207), null_cond()),
+        latent=lambda: torch.zeros(1, 4, 32, 32),
+        cfg=4.0,
+    )
+
+
+PRESETS: dict[str, Callable[[], Preset]] = {"flux": flux_preset, "hunyuan_video": hunyuan_video_preset,
+                                            "dit": dit_preset}

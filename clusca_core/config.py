@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
 
-MAX_TAYLOR_ORDER = 3
+MAX_TAYLOR_ORDER = 4
 MAX_CLUSTERS = 4096
 MAX_INTERVAL = 100
 MAX_WARMUP = 1000

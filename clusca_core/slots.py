@@ -49,6 +49,7 @@ class SlotCache:
 
     @property
     def ready(self) -> bool:
+        """Whether a full step recorded anything for this slot (a cached step needs that)."""
         return self.position is not None
 
     @property
@@ -165,8 +166,6 @@ class RunState:
             s.actual_flops += full_flops * rows
             if plan.passive:
                 return
-            for slot in plan.slots:
-                slot.position = plan.position
             s.peak_cache_bytes = max(s.peak_cache_bytes, self.cache_bytes)
         else:
             s.evaluations_cached += 1
@@ -273,6 +272,7 @@ class CallPlan:
                 cache = TaylorCache(cfg.taylor_order, self.run.cache_dtype, self.run.cache_device)
                 slot.branches[key] = cache
             cache.update(chunk, self.position)
+            slot.position = self.position
 
     def cluster(self, stream: str, x: torch.Tensor, segments: Optional[Sequence[int]] = None) -> None:
         """Cluster the tokens of ``x`` (whole batch) per slot and row; ``segments`` splits the token axis

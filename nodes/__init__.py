@@ -5,8 +5,10 @@ from __future__ import annotations
 from comfy_api.latest import ComfyExtension, io
 
 from .apply_clusca import ApplyClusCa
+from .dit.labels import ClusCaDiTClassLabel
+from .dit.loader import ClusCaDiTLoader
 
-NODES: list[type[io.ComfyNode]] = [ApplyClusCa]
+NODES: list[type[io.ComfyNode]] = [ApplyClusCa, ClusCaDiTLoader, ClusCaDiTClassLabel]
 
 
 class ClusCaExtension(ComfyExtension):

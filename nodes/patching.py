@@ -12,6 +12,8 @@ from __future__ import annotations
 import logging
 import time
 
+import torch
+
 import comfy.model_patcher
 import comfy.patcher_extension
 
@@ -39,6 +41,13 @@ class ClusCaBlockPatch:
         self.inner = inner   # a block patch another node installed before ours, kept and called on full steps
 
     def __call__(self, args: dict, extra: dict) -> dict:
+        if _is_compiling():
+            # Under torch.compile the block runs eagerly: graphs compiled earlier (e.g. for the same model
+            # without ClusCa) would not call the forward hooks that capture the branch outputs.
+            return _run_eagerly(self._run, args, extra)
+        return self._run(args, extra)
+
+    def _run(self, args: dict, extra: dict) -> dict:
         holder = (args.get("transformer_options") or {}).get(KEY)
         run = getattr(holder, "run", None)
         plan = run.current if run is not None else None
@@ -54,6 +63,15 @@ class ClusCaBlockPatch:
             log.debug("ClusCa cached block failed", exc_info=True)
             plan.abandon(f"{self.kind} {self.index}: {type(exc).__name__}: {exc}")
             return self.inner(args, extra) if self.inner is not None else extra["original_block"](args)
+
+
+def _is_compiling() -> bool:
+    compiler = getattr(torch, "compiler", None)
+    return bool(compiler is not None and getattr(compiler, "is_compiling", lambda: False)())
+
+
+def _run_eagerly(fn, *args, **kwargs):
+    return torch.compiler.disable(fn)(*args, **kwargs)
 
 
 def outer_sample_wrapper(executor, *args, **kwargs):
@@ -124,7 +142,8 @@ def diffusion_model_wrapper(executor, *args, **kwargs):
     if run is None or run.disabled:
         return executor(*args, **kwargs)
     try:
-        plan, info = _plan_call(run, holder, dm, bound, to)
+        plan, info = (_run_eagerly(_plan_call, run, holder, dm, bound, to) if _is_compiling()
+                      else _plan_call(run, holder, dm, bound, to))
     except Exception as exc:  # noqa: BLE001 - an unexpected call shape runs in full instead of failing
         log.debug("ClusCa could not plan a call", exc_info=True)
         run.disabled = f"{type(exc).__name__}: {exc}"
@@ -137,7 +156,10 @@ def diffusion_model_wrapper(executor, *args, **kwargs):
         out = executor(*args, **kwargs)
     finally:
         run.current = None
-    run.finish_call(plan, info.full_flops, info.cached_flops)
+    if _is_compiling():
+        _run_eagerly(run.finish_call, plan, info.full_flops, info.cached_flops)
+    else:
+        run.finish_call(plan, info.full_flops, info.cached_flops)
     return out
 
 

@@ -16,7 +16,7 @@ def test_defaults_are_the_reference_flux_settings():
     (dict(propagation_ratio=1.5), "propagation_ratio"),
     (dict(propagation_ratio=-0.1), "propagation_ratio"),
     (dict(start_percent=0.8, end_percent=0.2), "must not be greater than end_percent"),
-    (dict(taylor_order=4), "taylor_order"),
+    (dict(taylor_order=5), "taylor_order"),
     (dict(warmup_steps=-2), "warmup_steps"),
     (dict(propagation_ratio=float("nan")), "propagation_ratio"),
     (dict(fresh_interval=2.5), "fresh_interval"),

@@ -10,10 +10,11 @@ from __future__ import annotations
 from typing import Optional
 
 from .base import Adapter
+from .dit import DiTAdapter
 from .flux import FluxAdapter
 from .hunyuan_video import HunyuanVideoAdapter
 
-ADAPTERS: dict[str, type[Adapter]] = {a.key: a for a in (FluxAdapter, HunyuanVideoAdapter)}
+ADAPTERS: dict[str, type[Adapter]] = {a.key: a for a in (FluxAdapter, HunyuanVideoAdapter, DiTAdapter)}
 
 
 def find_adapter(diffusion_model) -> tuple[Optional[type[Adapter]], str]:

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import torch
 
-from .base import call_block as call_full, capture_outputs, close_enough
+from .base import close_enough
+from .block_steps import forecast_attn_mlp, run_full_captured
 
 DOUBLE_BRANCHES = ("img_attn", "img_mlp", "txt_attn", "txt_mlp")
 
@@ -59,28 +60,18 @@ def run_double_block(plan, index: int, block, args: dict, extra: dict, inner=Non
                      cluster_segments=None, is_last: bool = False) -> dict:
     key = ("double", index)
     if plan.full:
-        check = plan.verify
-        if check:
-            img_in, txt_in = args["img"].clone(), args["txt"].clone()
-        with capture_outputs(double_branch_modules(block)) as cap:
-            out = call_full(args, extra, inner)
-        with plan.guard(f"double block {index}"):
-            if len(cap) != len(DOUBLE_BRANCHES):
-                plan.abandon(f"double block {index} did not run its branch modules as expected")
-                return out
-            if check:
-                m = double_modulation(block, args["vec"])
-                img_ok = close_enough(img_in + m[0].gate * cap["img_attn"] + m[1].gate * cap["img_mlp"], out["img"])
-                txt_ok = close_enough(txt_in + m[2].gate * cap["txt_attn"] + m[3].gate * cap["txt_mlp"], out["txt"])
-                if not (img_ok and txt_ok):
-                    plan.abandon(f"double block {index}: branch outputs and gates do not add up to the block's output")
-                    return out
-            for name in DOUBLE_BRANCHES:
-                plan.record(key + (name,), cap[name])
-            if is_last:
-                plan.cluster("img", out["img"], cluster_segments)
-                plan.cluster("txt", out["txt"])
-        return out
+        def adds_up(saved, cap, out):
+            m = double_modulation(block, args["vec"])
+            img_ok = close_enough(saved["img"] + m[0].gate * cap["img_attn"] + m[1].gate * cap["img_mlp"], out["img"])
+            txt_ok = close_enough(saved["txt"] + m[2].gate * cap["txt_attn"] + m[3].gate * cap["txt_mlp"], out["txt"])
+            return img_ok and txt_ok
+
+        def cluster(out):
+            plan.cluster("img", out["img"], cluster_segments)
+            plan.cluster("txt", out["txt"])
+
+        return run_full_captured(plan, f"double block {index}", key, double_branch_modules(block), args, extra, inner,
+                                 keep=("img", "txt"), adds_up=adds_up, after=cluster if is_last else None)
 
     img_mod1, img_mod2, txt_mod1, txt_mod2 = double_modulation(block, args["vec"])
     img = _cached_stream(plan, block.img_norm2, block.img_mlp, args["img"], img_mod1, img_mod2, key, "img")
@@ -89,37 +80,24 @@ def run_double_block(plan, index: int, block, args: dict, extra: dict, inner=Non
 
 
 def _cached_stream(plan, norm2, mlp, x, mod1, mod2, key, stream):
-    """The stream's output on a cached step: no attention; forecast attention output, then the MLP output
-    with its ClusCa refresh (computed on the stream after the attention update, as in the block)."""
-    x = plan.add_forecast(x, mod1.gate, key + (stream + "_attn",))
-    mlp_key = key + (stream + "_mlp",)
+    """The stream's output on a cached step (no attention; see ``forecast_attn_mlp``); the text stream's
+    refresh propagates to cluster-mates only when ``propagate_text`` is on."""
     gamma = None if stream == "img" or plan.config.propagate_text else 0.0
-    plan.refresh(mlp_key, stream, x, lambda t: mlp(_mlp_input(norm2, mod2, t)), gamma)
-    return plan.add_forecast(x, mod2.gate, mlp_key, inplace=True)
+    return forecast_attn_mlp(plan, x, mod1.gate, mod2.gate, key + (stream + "_attn",), key + (stream + "_mlp",),
+                             stream, lambda t: mlp(_mlp_input(norm2, mod2, t)), gamma)
 
 
 def run_single_block(plan, index: int, block, args: dict, extra: dict, inner=None) -> dict:
-    key = ("single", index, "total")
+    key = ("single", index)
     if plan.full:
-        check = plan.verify
-        if check:
-            x_in = args["img"].clone()
-        with capture_outputs({"total": block.linear2}) as cap:
-            out = call_full(args, extra, inner)
-        with plan.guard(f"single block {index}"):
-            if "total" not in cap:
-                plan.abandon(f"single block {index} did not run linear2 as expected")
-                return out
-            if check:
-                mod = single_modulation(block, args["vec"])
-                if not close_enough(x_in + mod.gate * cap["total"], out["img"]):
-                    plan.abandon(f"single block {index}: branch output and gate do not add up to the block's output")
-                    return out
-            plan.record(key, cap["total"])
-        return out
+        def adds_up(saved, cap, out):
+            return close_enough(saved["img"] + single_modulation(block, args["vec"]).gate * cap["total"], out["img"])
+
+        return run_full_captured(plan, f"single block {index}", key, {"total": block.linear2}, args, extra, inner,
+                                 keep=("img",), adds_up=adds_up)
 
     mod = single_modulation(block, args["vec"])
-    return {"img": _finite16(plan.add_forecast(args["img"], mod.gate, key))}
+    return {"img": _finite16(plan.add_forecast(args["img"], mod.gate, key + ("total",)))}
 
 
 def flux_style_flops(n_img: int, n_txt: int, hidden: int, mlp_hidden: int, n_double: int, n_single: int,

@@ -1,0 +1,58 @@
+"""The two halves of every adapter's block run, shared by the model families.
+
+- :func:`run_full_captured`: a full step runs ComfyUI's block (``original_block``, or a block patch another
+  node installed before ours) with forward hooks capturing its branch outputs (attention, MLP...), checks
+  once per run that those outputs and the block's gates add up to what the block returned (if they do not,
+  a ComfyUI change this version does not know, caching is switched off for the run), records them as Taylor
+  factors, and lets the last block cluster its output.
+- :func:`forecast_attn_mlp`: a cached step of an attention + MLP residual stream: no attention, the
+  attention output forecast; the MLP output forecast after ClusCa's refresh of one token per cluster.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Hashable, Optional
+
+import torch
+
+from .base import call_block, capture_outputs
+
+
+def run_full_captured(plan, where: str, key: tuple, branches: dict, args: dict, extra: dict, inner=None,
+                      keep: tuple = (), adds_up: Optional[Callable] = None,
+                      after: Optional[Callable] = None) -> dict:
+    """Run a block in full and record the outputs of its ``branches`` (name -> submodule) under
+    ``key + (name,)``.
+
+    ``keep`` names the inputs in ``args`` the layout check needs (cloned before the block runs, since blocks
+    may update them in place); ``adds_up(saved_inputs, captured, out) -> bool`` is that check, run on the
+    first full call of a run. ``after(out)`` runs once the branches are recorded (e.g. clustering).
+    """
+    verify = plan.verify and adds_up is not None
+    saved = {k: args[k].clone() for k in keep} if verify else None
+    with capture_outputs(branches) as captured:
+        out = call_block(args, extra, inner)
+    with plan.guard(where):
+        if any(name not in captured for name in branches):
+            plan.abandon(f"{where} did not run its branch modules as expected")
+            return out
+        if verify and not adds_up(saved, captured, out):
+            plan.abandon(f"{where}: branch outputs and gates do not add up to the block's output")
+            return out
+        for name in branches:
+            plan.record(key + (name,), captured[name])
+        if after is not None:
+            after(out)
+    return out
+
+
+def forecast_attn_mlp(plan, x: torch.Tensor, attn_gate: torch.Tensor, mlp_gate: torch.Tensor, attn_key: Hashable,
+                      mlp_key: Hashable, stream: str, mlp_fn: Callable[[torch.Tensor], torch.Tensor],
+                      gamma: Optional[float] = None) -> torch.Tensor:
+    """A stream's output on a cached step: ``x + attn_gate * forecast(attn)``, then the MLP branch refreshed
+    on one representative token per cluster of ``stream`` (``mlp_fn`` = the block's own norm, modulation
+    and MLP, applied to the stream after the attention update, as in the block) and added with
+    ``mlp_gate``. Returns a new tensor; ``x`` is not modified."""
+    x = plan.add_forecast(x, attn_gate, attn_key)
+    plan.refresh(mlp_key, stream, x, mlp_fn, gamma)
+    return plan.add_forecast(x, mlp_gate, mlp_key, inplace=True)
