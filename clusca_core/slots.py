@@ -67,6 +67,7 @@ class RunStats:
     """What happened during one run, for the summary line."""
     evaluations_full: int = 0
     evaluations_cached: int = 0
+    evaluations_skipped: int = 0      # calls another node answered without running the blocks
     full_steps: set = field(default_factory=set)
     cached_steps: set = field(default_factory=set)
     baseline_flops: float = 0.0
@@ -156,6 +157,9 @@ class RunState:
         s = self.stats
         if plan.failed:
             return
+        if plan.blocks_run == 0:
+            s.evaluations_skipped += 1
+            return
         if plan.verify:
             self.verified = True
         rows = plan.rows * len(plan.slots)
@@ -193,6 +197,7 @@ class RunState:
             "planned_full_steps": self.planned_full_steps,
             "evaluations_full": s.evaluations_full,
             "evaluations_cached": s.evaluations_cached,
+            "evaluations_skipped_by_other_nodes": s.evaluations_skipped,
             "tokens_per_cached_step": dict(s.rep_tokens),
             "estimated_flops_speedup": est,
             "schedule_bound": (self.num_steps / self.planned_full_steps) if self.planned_full_steps else 1.0,
@@ -234,6 +239,8 @@ class CallPlan:
         self.failed = False
         #: a full call after the last cached step: ComfyUI's blocks run untouched, nothing is recorded
         self.passive = False
+        #: blocks that went through ClusCa's patches during this call (0: another node skipped the model)
+        self.blocks_run = 0
 
     def abandon(self, reason: str) -> None:
         """Stop caching: the rest of this call runs ComfyUI's blocks untouched, later calls too."""

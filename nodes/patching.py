@@ -51,7 +51,10 @@ class ClusCaBlockPatch:
         holder = (args.get("transformer_options") or {}).get(KEY)
         run = getattr(holder, "run", None)
         plan = run.current if run is not None else None
-        if plan is None or plan.failed or plan.passive:
+        if plan is None:
+            return self.inner(args, extra) if self.inner is not None else extra["original_block"](args)
+        plan.blocks_run += 1
+        if plan.failed or plan.passive:
             return self.inner(args, extra) if self.inner is not None else extra["original_block"](args)
         adapter = plan.adapter
         run_block = adapter.run_lite_block if plan.config.memory_mode == "lite" else adapter.run_block
