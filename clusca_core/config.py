@@ -12,6 +12,10 @@ KMEANS_DISTANCES = ("l2", "l1")
 CACHE_DTYPES = ("auto", "bf16", "fp16", "fp32")
 CACHE_DEVICES = ("auto", "cpu")
 MEMORY_MODES = ("full", "lite")
+#: clusca        the paper's refresh: representatives' fresh MLP outputs blended into their clusters' cache
+#: clusca-error  error propagation: each representative's forecast error corrects its whole cluster
+#: taylorseer    Taylor forecast only (no clusters); fora: plain reuse (order 0, no clusters)
+MODES = ("clusca", "clusca-error", "taylorseer", "fora")
 _TORCH_DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 
 
@@ -35,6 +39,9 @@ class ClusCaConfig:
     cache_device:      "auto" (with the model) or "cpu" (offload: pinned host memory, asynchronous copies).
     memory_mode:       "full" (every block's branches, ClusCa's refresh) or "lite" (TaylorSeer-Lite: only the
                        output of the whole block stack is cached; on cached steps the blocks are skipped).
+    mode:              how cached MLP outputs use the representatives (see MODES); "taylorseer" and "fora"
+                       ignore ``clusters`` ("fora" also ``taylor_order``).
+    error_weight:      clusca-error: share of a representative's forecast error given to its cluster-mates.
     verbose:           log one line per cached step.
     """
 
@@ -53,6 +60,8 @@ class ClusCaConfig:
     cache_dtype: str = "auto"
     cache_device: str = "auto"
     memory_mode: str = "full"
+    mode: str = "clusca"
+    error_weight: float = 1.0
     verbose: bool = False
 
     def errors(self) -> list[str]:
@@ -87,8 +96,10 @@ class ClusCaConfig:
             out.append(f"kmeans_iters must be an integer from 1 to 1000; got {self.kmeans_iters!r}")
         if not isinstance(self.cluster_per_frame, bool):
             out.append(f"cluster_per_frame must be true or false; got {self.cluster_per_frame!r}")
+        if not is_num(self.error_weight) or not 0.0 <= self.error_weight <= 1.0:
+            out.append(f"error_weight must be a number from 0 to 1; got {self.error_weight!r}")
         for name, allowed in (("cache_dtype", CACHE_DTYPES), ("cache_device", CACHE_DEVICES),
-                              ("memory_mode", MEMORY_MODES)):
+                              ("memory_mode", MEMORY_MODES), ("mode", MODES)):
             if getattr(self, name) not in allowed:
                 out.append(f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}")
         if self.kmeans_distance not in KMEANS_DISTANCES:
@@ -101,6 +112,21 @@ class ClusCaConfig:
         if errs:
             raise ValueError("Invalid ClusCa settings: " + "; ".join(errs))
         return self
+
+    def resolved(self) -> "ClusCaConfig":
+        """The settings as the cache uses them: the mode decides whether clusters and the Taylor order apply."""
+        if self.mode == "taylorseer":
+            return replace(self, clusters=0)
+        if self.mode == "fora":
+            return replace(self, clusters=0, taylor_order=0)
+        return self
+
+    @property
+    def refresh_rule(self) -> str:
+        """"blend" (the paper), "error" (error propagation) or "none" (no spatial refresh)."""
+        if self.clusters <= 0 or self.mode in ("taylorseer", "fora"):
+            return "none"
+        return "error" if self.mode == "clusca-error" else "blend"
 
     @property
     def cache_torch_dtype(self):

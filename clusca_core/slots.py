@@ -21,7 +21,7 @@ from .propagation import propagate_fresh
 from .schedule import StepLocator, build_full_step_mask
 from .selection import select_representatives
 from .taylor import TaylorCache
-from .tokens import gather_tokens
+from .tokens import gather_tokens, scatter_add_tokens_
 
 log = logging.getLogger("ClusCa")
 
@@ -76,6 +76,7 @@ class RunStats:
     rep_tokens: dict = field(default_factory=dict)   # stream -> representatives per row per refresh
     geometry: dict = field(default_factory=dict)
     passthrough_reason: Optional[str] = None
+    probe_errors: list = field(default_factory=list)  # (step, position, mean relative error) per cached call
 
 
 class RunState:
@@ -105,6 +106,8 @@ class RunState:
         self.verified = False
         #: the image-token clusters of the last clustering (first conditioning, first batch row), on CPU
         self.cluster_snapshot: Optional[dict] = None
+        #: measure the forecast error at the representatives (verbose mode); costs one sync per call
+        self.track_probe = bool(config.verbose)
 
     # -- schedule -------------------------------------------------------------------------------------
     @property
@@ -175,9 +178,15 @@ class RunState:
             s.evaluations_cached += 1
             s.cached_steps.add(plan.step)
             s.actual_flops += cached_flops * rows
+            probe = None
+            if plan.probe_errors:
+                probe = float(torch.stack(plan.probe_errors).mean())
+                s.probe_errors.append((plan.step, round(plan.position, 4), probe))
             if self.config.verbose:
-                log.info("ClusCa [verbose] step %d (position %.3f): cached, %s", plan.step, plan.position,
-                         ", ".join(f"{k}={v}" for k, v in s.rep_tokens.items()) or "no refresh")
+                log.info("ClusCa [verbose] step %d (position %.3f): cached; representatives %s; forecast error at "
+                         "the representatives %s", plan.step, plan.position,
+                         ", ".join(f"{k}={v}" for k, v in s.rep_tokens.items()) or "none",
+                         "n/a" if probe is None else f"{100 * probe:.2f}%")
 
     @property
     def cache_bytes(self) -> int:
@@ -203,6 +212,8 @@ class RunState:
             "schedule_bound": (self.num_steps / self.planned_full_steps) if self.planned_full_steps else 1.0,
             "peak_cache_bytes": s.peak_cache_bytes,
             "geometry": dict(s.geometry),
+            "mode": self.config.mode,
+            "probe_errors": list(s.probe_errors),
         }
 
     def release(self) -> None:
@@ -241,6 +252,8 @@ class CallPlan:
         self.passive = False
         #: blocks that went through ClusCa's patches during this call (0: another node skipped the model)
         self.blocks_run = 0
+        #: relative forecast errors measured at the representatives during this call (tensors)
+        self.probe_errors: list = []
 
     def abandon(self, reason: str) -> None:
         """Stop caching: the rest of this call runs ComfyUI's blocks untouched, later calls too."""
@@ -332,26 +345,59 @@ class CallPlan:
             slot.branches[key].add_forecast(x[sl], g, self.position, out=out[sl])
         return out
 
-    def refresh(self, key: Hashable, stream: str, x: torch.Tensor,
-                fn: Callable[[torch.Tensor], torch.Tensor], gamma: Optional[float] = None) -> None:
-        """ClusCa's spatial refresh of a cached branch: one random token per cluster of ``stream`` goes
-        through ``fn`` (the real branch, token-wise) on its current input ``x``; its fresh value replaces its
-        cached order-0 factor and is blended into its cluster-mates' with ratio gamma. Nothing happens when
-        there are no clusters (clusters=0, or none recorded yet)."""
+    def add_refreshed_forecast(self, x: torch.Tensor, gate: torch.Tensor, key: Hashable, stream: str,
+                               fn: Callable[[torch.Tensor], torch.Tensor], gamma: Optional[float] = None,
+                               inplace: bool = False) -> torch.Tensor:
+        """``x + gate * forecast(key)`` where the forecast of this (token-wise MLP) branch is refreshed from
+        one random token per cluster of ``stream``: those tokens go through ``fn`` (the real branch) on their
+        current input ``x``. What the fresh values do depends on the mode:
+
+        - ``clusca`` (the paper): each fresh value replaces its token's cached order-0 factor and is blended
+          into its cluster-mates' (``F0 <- (1 - gamma) F0 + gamma fresh``), persistently.
+        - ``clusca-error``: each representative's forecast error ``fresh - forecast`` is added to the forecast
+          of its cluster-mates (times ``error_weight``); representatives get their fresh value; the cache
+          itself is not changed.
+
+        ``gamma=0`` (e.g. text without propagation) limits either rule to the representatives themselves.
+        Without clusters (``clusters=0``, taylorseer/fora modes, none recorded) this is ``add_forecast``.
+        """
         cfg = self.run.config
+        rule = cfg.refresh_rule
         assignments = [slot.clusters.get(stream) for slot in self.slots]
-        if cfg.clusters <= 0 or any(a is None for a in assignments):
-            return
-        if gamma is None:
-            gamma = cfg.propagation_ratio
+        if rule == "none" or any(a is None for a in assignments):
+            return self.add_forecast(x, gate, key, inplace)
         gen = self.run.generator(x.device)
-        picks = [select_representatives(a.labels, a.num_clusters, gen)[0] for a in assignments]
+        drawn = [select_representatives(a.labels, a.num_clusters, gen) for a in assignments]
+        picks = [idx for idx, _ in drawn]
         reps = torch.cat([gather_tokens(chunk, idx) for (_, chunk), idx in zip(self._chunks(x), picks)], dim=0)
         fresh = fn(reps)
         self.run.stats.rep_tokens[stream] = int(picks[0].shape[1])
         r = self.rows
-        for i, (slot, a, idx) in enumerate(zip(self.slots, assignments, picks)):
-            cache = slot.branches[key]
-            f0 = cache.order0_on(x.device)
-            propagate_fresh(f0, a.labels, idx, fresh[i * r:(i + 1) * r], gamma)
-            cache.write_order0(f0)
+        predicted = None
+        if rule == "error" or self.run.track_probe:
+            predicted = torch.cat([slot.branches[key].forecast_rows(idx, self.position, x.device, fresh.dtype)
+                                   for slot, idx in zip(self.slots, picks)], dim=0)
+            if self.run.track_probe:
+                err = (fresh.float() - predicted.float()).norm() / fresh.float().norm().clamp_min(1e-12)
+                self.probe_errors.append(err.detach())
+        if rule == "blend":
+            gamma = cfg.propagation_ratio if gamma is None else gamma
+            for i, (slot, a, idx) in enumerate(zip(self.slots, assignments, picks)):
+                cache = slot.branches[key]
+                f0 = cache.order0_on(x.device)
+                propagate_fresh(f0, a.labels, idx, fresh[i * r:(i + 1) * r], gamma)
+                cache.write_order0(f0)
+            return self.add_forecast(x, gate, key, inplace)
+        weight = cfg.error_weight if gamma is None or gamma > 0 else 0.0
+        out = self.add_forecast(x, gate, key, inplace)
+        error = (fresh - predicted).to(out.dtype)
+        per_row_gate = gate.ndim == x.ndim and gate.shape[0] == x.shape[0] and x.shape[0] > r
+        for i, (a, (idx, valid)) in enumerate(zip(assignments, drawn)):
+            sl = slice(i * r, (i + 1) * r)
+            err = error[sl] * valid.unsqueeze(-1)    # an empty cluster's stand-in representative counts once
+            correction = gather_tokens(err * weight, a.labels) if weight > 0 else torch.zeros_like(out[sl])
+            if weight < 1.0:
+                # the representatives themselves get their fresh value exactly
+                correction = scatter_add_tokens_(correction, idx, err * (1.0 - weight))
+            out[sl].addcmul_(gate[sl] if per_row_gate else gate, correction)
+        return out

@@ -89,6 +89,19 @@ class TaylorCache:
                 out.add_(self.factors[i], alpha=coef)
         return out
 
+    def forecast_rows(self, index: torch.Tensor, position: float, device=None, dtype=None) -> torch.Tensor:
+        """The forecast of the tokens ``index`` (B, K) only: (B, K, D), without touching the other tokens."""
+        from .tokens import gather_tokens
+        d = self.distance(position)
+        device = torch.device(device) if device is not None else index.device
+        idx = index.to(self.factors[0].device)
+        out = self._fetch(gather_tokens(self.factors[0], idx), device, dtype).clone()
+        for i in range(1, len(self.factors)):
+            coef = d ** i / math.factorial(i)
+            if coef != 0.0:
+                out.add_(self._fetch(gather_tokens(self.factors[i], idx), device, dtype), alpha=coef)
+        return out
+
     def order0_on(self, device: torch.device) -> torch.Tensor:
         """``F_0`` on ``device`` for an in-place update; pass the result to ``write_order0`` afterwards."""
         return self._fetch(self.factors[0], torch.device(device))

@@ -24,3 +24,12 @@ def scatter_tokens_(x: torch.Tensor, index: torch.Tensor, src: torch.Tensor) -> 
         raise ValueError("scatter_tokens_ needs a contiguous tensor")
     x.view(b * n, d).index_copy_(0, _flat_index(index, n), src.reshape(-1, d).to(x.dtype))
     return x
+
+
+def scatter_add_tokens_(x: torch.Tensor, index: torch.Tensor, src: torch.Tensor) -> torch.Tensor:
+    """``x[b, index[b, j]] += src[b, j]`` in place (x must be contiguous); returns x."""
+    b, n, d = x.shape
+    if not x.is_contiguous():
+        raise ValueError("scatter_add_tokens_ needs a contiguous tensor")
+    x.view(b * n, d).index_add_(0, _flat_index(index, n), src.reshape(-1, d).to(x.dtype))
+    return x

@@ -7,7 +7,7 @@ from dataclasses import fields
 from comfy_api.latest import io
 
 from ..clusca_core.config import (CACHE_DEVICES, CACHE_DTYPES, MAX_CLUSTERS, MAX_INTERVAL, MAX_TAYLOR_ORDER,
-                                  MAX_WARMUP, MEMORY_MODES, ClusCaConfig)
+                                  MAX_WARMUP, MEMORY_MODES, MODES, ClusCaConfig)
 from .patching import apply_clusca
 
 DEFAULTS = ClusCaConfig()
@@ -54,6 +54,14 @@ def _inputs() -> list:
                        tooltip="full = every block's attention and MLP outputs are cached (ClusCa). lite = only the "
                                "output of the whole block stack is cached and cached steps skip the blocks "
                                "(TaylorSeer-Lite): far less memory, no cluster refresh, lower fidelity."),
+        io.Combo.Input("mode", options=list(MODES), default=d.mode, optional=True,
+                       tooltip="clusca = the paper's refresh (fresh MLP outputs of one token per cluster blended "
+                               "into the cluster's cache); clusca-error = each representative's forecast error "
+                               "corrects its whole cluster; taylorseer = forecast only (clusters ignored); fora = "
+                               "plain reuse of the last full step (order and clusters ignored)."),
+        io.Boolean.Input("verbose", default=d.verbose, optional=True,
+                         tooltip="Log one line per cached step with the forecast error measured at the "
+                                 "representative tokens (costs one GPU sync per step)."),
     ]
 
 

@@ -198,6 +198,7 @@ def apply_clusca(model, config: ClusCaConfig, node_id=None):
         config = config.with_changes(**adapter.reference_settings)
         log.info("ClusCa - %s: inputs left at their defaults, using the family's reference settings %s",
                  adapter.family, adapter.reference_settings)
+    config = config.resolved()
     m = model.clone()
     to = m.model_options.setdefault("transformer_options", {})
     to[KEY] = ClusCaHolder(config, adapter.key, node_id)

@@ -128,3 +128,13 @@ def test_propagation_low_precision_blends_in_float32():
     propagate_fresh(f0, torch.zeros(1, 4, dtype=torch.long), torch.tensor([[0]]), fresh, 0.5)
     assert f0.dtype == torch.bfloat16
     assert f0[0, 1:, 0].tolist() == [2.0, 2.0, 2.0] and float(f0[0, 0, 0]) == 3.0
+
+
+def test_scatter_add_tokens():
+    from clusca_core.tokens import gather_tokens, scatter_add_tokens_
+    x = torch.zeros(2, 5, 3)
+    idx = torch.tensor([[1, 1], [0, 4]])
+    src = torch.ones(2, 2, 3)
+    scatter_add_tokens_(x, idx, src)
+    assert x[0, 1, 0] == 2 and x[1, 0, 0] == 1 and x[1, 4, 0] == 1 and float(x.sum()) == 12
+    torch.testing.assert_close(gather_tokens(x, idx), torch.stack([x[0, [1, 1]], x[1, [0, 4]]]))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import logging
 
 import pytest
@@ -265,3 +266,30 @@ def test_memory_inputs_are_validated(bad):
     node = nodes.NODE_CLASS_MAPPINGS["ApplyClusCa"]
     msg = node.validate_inputs(**bad)
     assert isinstance(msg, str) and list(bad)[0] in msg
+
+
+# -- modes ----------------------------------------------------------------------------------------------
+
+def test_modes_taylorseer_and_fora_are_what_they_say():
+    m = tiny_flux(0)
+    pos, neg = flux_cond(1), flux_cond(2)
+    run = lambda model: sample(model, pos, neg, steps=10, cfg=2.0)  # noqa: E731
+    assert torch.equal(run(apply_node(m, mode="taylorseer")), run(apply_node(m, clusters=0)))
+    assert torch.equal(run(apply_node(m, mode="fora", taylor_order=2)), run(apply_node(m, clusters=0, taylor_order=0)))
+    assert not torch.equal(run(apply_node(m, mode="clusca")), run(apply_node(m, clusters=0)))
+
+
+def test_error_mode_corrects_clusters_and_reports_probe_errors(caplog):
+    m = tiny_flux(0)
+    pos, neg = flux_cond(1), flux_cond(2)
+    base = sample(m, pos, neg, steps=10, cfg=2.0)
+    patched = apply_node(m, mode="clusca-error", verbose=True)
+    with caplog.at_level("INFO", logger="ClusCa"):
+        out = sample(patched, pos, neg, steps=10, cfg=2.0)
+    s = last_summary(patched)
+    assert s["mode"] == "clusca-error" and torch.isfinite(out).all() and psnr(out, base) > 20
+    assert len(s["probe_errors"]) == s["cached_steps"] > 0
+    assert all(math.isfinite(e) and e > 0.0 for _, _, e in s["probe_errors"])
+    assert sum("forecast error at the representatives" in r.getMessage() for r in caplog.records) == s["cached_steps"]
+    ts = sample(apply_node(m, mode="taylorseer"), pos, neg, steps=10, cfg=2.0)
+    assert not torch.equal(out, ts)

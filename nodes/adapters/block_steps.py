@@ -54,5 +54,4 @@ def forecast_attn_mlp(plan, x: torch.Tensor, attn_gate: torch.Tensor, mlp_gate: 
     and MLP, applied to the stream after the attention update, as in the block) and added with
     ``mlp_gate``. Returns a new tensor; ``x`` is not modified."""
     x = plan.add_forecast(x, attn_gate, attn_key)
-    plan.refresh(mlp_key, stream, x, mlp_fn, gamma)
-    return plan.add_forecast(x, mlp_gate, mlp_key, inplace=True)
+    return plan.add_refreshed_forecast(x, mlp_gate, mlp_key, stream, mlp_fn, gamma, inplace=True)
