@@ -7,6 +7,7 @@ export OMP_NUM_THREADS ?= 2
 setup:
 	@bash scripts/setup_env.sh
 
+# a real headless ComfyUI server (127.0.0.1, CPU) runs the tiny example workflow without and with ClusCa
 demo: setup
 	$(PY) -m devkit.demo
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from comfy_api.latest import ComfyExtension, io
 
+from . import ui_stats  # noqa: F401  (registers the run listener that sends stats to the page)
 from .apply_clusca import ApplyClusCa
+from .cluster_map import ClusCaClusterMap
 from .dit.labels import ClusCaDiTClassLabel
 from .dit.loader import ClusCaDiTLoader
 
-NODES: list[type[io.ComfyNode]] = [ApplyClusCa, ClusCaDiTLoader, ClusCaDiTClassLabel]
+NODES: list[type[io.ComfyNode]] = [ApplyClusCa, ClusCaClusterMap, ClusCaDiTLoader, ClusCaDiTClassLabel]
 
 
 class ClusCaExtension(ComfyExtension):

