@@ -16,6 +16,7 @@ MEMORY_MODES = ("full", "lite")
 #: clusca-error  error propagation: each representative's forecast error corrects its whole cluster
 #: taylorseer    Taylor forecast only (no clusters); fora: plain reuse (order 0, no clusters)
 MODES = ("clusca", "clusca-error", "taylorseer", "fora")
+REFRESH_SCOPES = ("double", "all")
 _TORCH_DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 
 
@@ -42,6 +43,9 @@ class ClusCaConfig:
     mode:              how cached MLP outputs use the representatives (see MODES); "taylorseer" and "fora"
                        ignore ``clusters`` ("fora" also ``taylor_order``).
     error_weight:      clusca-error: share of a representative's forecast error given to its cluster-mates.
+    refresh_scope:     which MLPs the representatives refresh: "double" (the paper: the MLP branches of
+                       double-stream / DiT blocks) or "all" (also the MLP half of single-stream blocks, whose
+                       cached output is then kept as separate attention and MLP parts).
     verbose:           log one line per cached step.
     """
 
@@ -62,6 +66,7 @@ class ClusCaConfig:
     memory_mode: str = "full"
     mode: str = "clusca"
     error_weight: float = 1.0
+    refresh_scope: str = "double"
     verbose: bool = False
 
     def errors(self) -> list[str]:
@@ -99,7 +104,8 @@ class ClusCaConfig:
         if not is_num(self.error_weight) or not 0.0 <= self.error_weight <= 1.0:
             out.append(f"error_weight must be a number from 0 to 1; got {self.error_weight!r}")
         for name, allowed in (("cache_dtype", CACHE_DTYPES), ("cache_device", CACHE_DEVICES),
-                              ("memory_mode", MEMORY_MODES), ("mode", MODES)):
+                              ("memory_mode", MEMORY_MODES), ("mode", MODES),
+                              ("refresh_scope", REFRESH_SCOPES)):
             if getattr(self, name) not in allowed:
                 out.append(f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}")
         if self.kmeans_distance not in KMEANS_DISTANCES:

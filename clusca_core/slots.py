@@ -327,6 +327,19 @@ class CallPlan:
             self.run.cluster_snapshot = {"labels": labels.detach().cpu(), "grid": self.grid,
                                          "num_clusters": first.num_clusters, "step": self.step}
 
+    def join_clusters(self, stream: str, parts: Sequence[str]) -> None:
+        """A stream whose tokens are the concatenation of other streams' tokens (e.g. the joint text + image
+        sequence of single-stream blocks), with their clusters kept apart."""
+        for slot in self.slots:
+            assignments = [slot.clusters.get(p) for p in parts]
+            if any(a is None for a in assignments):
+                return
+            labels, offset = [], 0
+            for a in assignments:
+                labels.append(a.labels + offset)
+                offset += a.num_clusters
+            slot.clusters[stream] = ClusterAssignment(torch.cat(labels, dim=1), [], offset)
+
     # -- cached steps ---------------------------------------------------------------------------------
     def predict(self, key: Hashable) -> torch.Tensor:
         """Taylor forecast of a branch for the whole batch."""
@@ -347,7 +360,7 @@ class CallPlan:
 
     def add_refreshed_forecast(self, x: torch.Tensor, gate: torch.Tensor, key: Hashable, stream: str,
                                fn: Callable[[torch.Tensor], torch.Tensor], gamma: Optional[float] = None,
-                               inplace: bool = False) -> torch.Tensor:
+                               inplace: bool = False, source: Optional[torch.Tensor] = None) -> torch.Tensor:
         """``x + gate * forecast(key)`` where the forecast of this (token-wise MLP) branch is refreshed from
         one random token per cluster of ``stream``: those tokens go through ``fn`` (the real branch) on their
         current input ``x``. What the fresh values do depends on the mode:
@@ -359,7 +372,9 @@ class CallPlan:
           itself is not changed.
 
         ``gamma=0`` (e.g. text without propagation) limits either rule to the representatives themselves.
-        Without clusters (``clusters=0``, taylorseer/fora modes, none recorded) this is ``add_forecast``.
+        ``source`` is the tensor the representatives' inputs are taken from when it is not ``x`` (parallel
+        blocks, whose MLP reads the block input). Without clusters (``clusters=0``, taylorseer/fora modes,
+        none recorded) this is ``add_forecast``.
         """
         cfg = self.run.config
         rule = cfg.refresh_rule
@@ -369,7 +384,8 @@ class CallPlan:
         gen = self.run.generator(x.device)
         drawn = [select_representatives(a.labels, a.num_clusters, gen) for a in assignments]
         picks = [idx for idx, _ in drawn]
-        reps = torch.cat([gather_tokens(chunk, idx) for (_, chunk), idx in zip(self._chunks(x), picks)], dim=0)
+        src = x if source is None else source
+        reps = torch.cat([gather_tokens(chunk, idx) for (_, chunk), idx in zip(self._chunks(src), picks)], dim=0)
         fresh = fn(reps)
         self.run.stats.rep_tokens[stream] = int(picks[0].shape[1])
         r = self.rows

@@ -119,14 +119,17 @@ def bind_forward_args(module, args: tuple, kwargs: dict) -> Optional[dict]:
 
 
 @contextmanager
-def capture_outputs(modules: dict):
-    """Record the output of each named submodule while the block inside the ``with`` runs."""
+def capture_outputs(modules: dict, inputs_of: tuple = ()):
+    """Record the output of each named submodule while the block inside the ``with`` runs; for the names in
+    ``inputs_of`` also its first input, under ``name + ":input"``."""
     store: dict = {}
     handles = []
 
     def make_hook(name):
-        def hook(_module, _inputs, output):
+        def hook(_module, inputs, output):
             store[name] = output.detach() if isinstance(output, torch.Tensor) else output
+            if name in inputs_of and inputs and isinstance(inputs[0], torch.Tensor):
+                store[name + ":input"] = inputs[0].detach()
         return hook
 
     try:

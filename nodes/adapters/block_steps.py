@@ -20,9 +20,11 @@ from .base import call_block, capture_outputs
 
 def run_full_captured(plan, where: str, key: tuple, branches: dict, args: dict, extra: dict, inner=None,
                       keep: tuple = (), adds_up: Optional[Callable] = None,
-                      after: Optional[Callable] = None) -> dict:
+                      after: Optional[Callable] = None, record: Optional[Callable] = None,
+                      inputs_of: tuple = ()) -> dict:
     """Run a block in full and record the outputs of its ``branches`` (name -> submodule) under
-    ``key + (name,)``.
+    ``key + (name,)`` (or let ``record(captured)`` do the recording; ``inputs_of`` names branches whose
+    inputs are captured too).
 
     ``keep`` names the inputs in ``args`` the layout check needs (cloned before the block runs, since blocks
     may update them in place); ``adds_up(saved_inputs, captured, out) -> bool`` is that check, run on the
@@ -30,7 +32,7 @@ def run_full_captured(plan, where: str, key: tuple, branches: dict, args: dict, 
     """
     verify = plan.verify and adds_up is not None
     saved = {k: args[k].clone() for k in keep} if verify else None
-    with capture_outputs(branches) as captured:
+    with capture_outputs(branches, inputs_of) as captured:
         out = call_block(args, extra, inner)
     with plan.guard(where):
         if any(name not in captured for name in branches):
@@ -39,8 +41,11 @@ def run_full_captured(plan, where: str, key: tuple, branches: dict, args: dict, 
         if verify and not adds_up(saved, captured, out):
             plan.abandon(f"{where}: branch outputs and gates do not add up to the block's output")
             return out
-        for name in branches:
-            plan.record(key + (name,), captured[name])
+        if record is not None:
+            record(captured)
+        else:
+            for name in branches:
+                plan.record(key + (name,), captured[name])
         if after is not None:
             after(out)
     return out

@@ -57,7 +57,7 @@ def _finite16(x: torch.Tensor) -> torch.Tensor:
 
 
 def run_double_block(plan, index: int, block, args: dict, extra: dict, inner=None,
-                     cluster_segments=None, is_last: bool = False) -> dict:
+                     cluster_segments=None, is_last: bool = False, joint_order=("txt", "img")) -> dict:
     key = ("double", index)
     if plan.full:
         def adds_up(saved, cap, out):
@@ -69,6 +69,8 @@ def run_double_block(plan, index: int, block, args: dict, extra: dict, inner=Non
         def cluster(out):
             plan.cluster("img", out["img"], cluster_segments)
             plan.cluster("txt", out["txt"])
+            if plan.config.refresh_scope == "all":
+                plan.join_clusters("joint", joint_order)
 
         return run_full_captured(plan, f"double block {index}", key, double_branch_modules(block), args, extra, inner,
                                  keep=("img", "txt"), adds_up=adds_up, after=cluster if is_last else None)
@@ -89,15 +91,47 @@ def _cached_stream(plan, norm2, mlp, x, mod1, mod2, key, stream):
 
 def run_single_block(plan, index: int, block, args: dict, extra: dict, inner=None) -> dict:
     key = ("single", index)
+    split = plan.config.refresh_scope == "all" and plan.config.refresh_rule != "none"
     if plan.full:
         def adds_up(saved, cap, out):
             return close_enough(saved["img"] + single_modulation(block, args["vec"]).gate * cap["total"], out["img"])
 
         return run_full_captured(plan, f"single block {index}", key, {"total": block.linear2}, args, extra, inner,
-                                 keep=("img",), adds_up=adds_up)
+                                 keep=("img",), adds_up=adds_up,
+                                 record=(lambda cap: _record_single_split(plan, key, block, cap)) if split else None,
+                                 inputs_of=("total",) if split else ())
 
     mod = single_modulation(block, args["vec"])
-    return {"img": _finite16(plan.add_forecast(args["img"], mod.gate, key + ("total",)))}
+    x_in = args["img"]
+    if not split:
+        return {"img": _finite16(plan.add_forecast(x_in, mod.gate, key + ("total",)))}
+    # The block is parallel: its MLP reads the block input, its attention part is forecast.
+    x = plan.add_forecast(x_in, mod.gate, key + ("attn",))
+    x = plan.add_refreshed_forecast(x, mod.gate, key + ("mlp",), "joint", lambda t: _single_mlp(block, mod, t),
+                                    inplace=True, source=x_in)
+    return {"img": _finite16(x)}
+
+
+def _single_mlp_part(block, act: torch.Tensor) -> torch.Tensor:
+    """linear2's output for an MLP activation alone (the attention inputs zeroed; the bias included)."""
+    zeros = act.new_zeros(*act.shape[:-1], block.hidden_size)
+    return block.linear2(torch.cat((zeros, act), dim=-1))
+
+
+def _single_mlp(block, mod, x: torch.Tensor) -> torch.Tensor:
+    """The MLP half of a single-stream block for the tokens ``x`` (its own pre_norm, modulation, linear1,
+    activation and linear2)."""
+    h = block.linear1(torch.addcmul(mod.shift, block.pre_norm(x), 1 + mod.scale))
+    return _single_mlp_part(block, block.mlp_act(h[..., 3 * block.hidden_size:]))
+
+
+def _record_single_split(plan, key, block, cap) -> None:
+    """Keep a single block's cached output as its attention part and its MLP part (both Taylor-forecast;
+    the MLP part is refreshed on representative tokens)."""
+    z = cap["total:input"]
+    mlp = _single_mlp_part(block, z[..., block.hidden_size:])
+    plan.record(key + ("mlp",), mlp)
+    plan.record(key + ("attn",), cap["total"] - mlp)
 
 
 def flux_style_flops(n_img: int, n_txt: int, hidden: int, mlp_hidden: int, n_double: int, n_single: int,

@@ -107,5 +107,5 @@ class HunyuanVideoAdapter(Adapter):
         if kind == "double_block":
             return run_double_block(plan, index, dm.double_blocks[index], args, extra, inner,
                                     cluster_segments=plan.extras.get("segments"),
-                                    is_last=index == len(dm.double_blocks) - 1)
+                                    is_last=index == len(dm.double_blocks) - 1, joint_order=("img", "txt"))
         return run_single_block(plan, index, dm.single_blocks[index], args, extra, inner)

@@ -1,0 +1,54 @@
+"""The caching methods the benchmark compares, as ways to turn a MODEL into the MODEL a sampler gets."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+#: per family, the reference settings ClusCa uses when the node is left at its defaults (warm-up, order...)
+FAMILY_SETTINGS = {
+    "flux": dict(warmup_steps=3, taylor_order=1, clusters=16, propagation_ratio=0.005),
+    "hunyuan_video": dict(warmup_steps=1, taylor_order=1, clusters=32, propagation_ratio=0.01),
+    "dit": dict(warmup_steps=2, taylor_order=4, clusters=16, propagation_ratio=0.005),
+}
+
+
+@dataclass
+class Method:
+    """One configuration to benchmark. ``node`` = ApplyClusCa inputs (None: no ClusCa); ``easycache`` = a
+    reuse threshold for ComfyUI's built-in EasyCache node instead."""
+    name: str
+    curve: str                       # the method family a plot draws as one curve
+    node: Optional[dict] = None
+    easycache: Optional[float] = None
+    interval: Optional[int] = None
+    extra: dict = field(default_factory=dict)
+
+    def apply(self, model, family: str):
+        if self.easycache is not None:
+            from comfy_extras.nodes_easycache import EasyCacheNode
+            return EasyCacheNode.execute(model=model, reuse_threshold=self.easycache, start_percent=0.15,
+                                         end_percent=0.95, verbose=False).result[0]
+        if self.node is None:
+            return model
+        import nodes
+        inputs = dict(FAMILY_SETTINGS[family], **self.node)
+        return nodes.NODE_CLASS_MAPPINGS["ApplyClusCa"].execute(model=model, **inputs).result[0]
+
+
+def interval_methods(intervals, modes=("fora", "taylorseer", "clusca", "clusca-error"), lite=True) -> list[Method]:
+    out = []
+    for n in intervals:
+        for mode in modes:
+            out.append(Method(f"{mode} N={n}", mode, node=dict(fresh_interval=n, mode=mode), interval=n))
+        if lite:
+            out.append(Method(f"lite N={n}", "lite (TaylorSeer-Lite)",
+                              node=dict(fresh_interval=n, mode="taylorseer", memory_mode="lite"), interval=n))
+    return out
+
+
+def easycache_methods(thresholds=(0.1, 0.2, 0.4)) -> list[Method]:
+    return [Method(f"easycache t={t}", "easycache", easycache=t) for t in thresholds]
+
+
+UNCACHED = Method("uncached", "uncached")

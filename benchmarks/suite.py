@@ -1,0 +1,369 @@
+"""The side-by-side benchmark of ClusCa against the alternatives a user would pick instead.
+
+Parts (``--part``, default all that the machine allows):
+
+- ``fidelity``: every trained reference model (``reference_models/``), 50 steps, the same prompts/classes,
+  seeds and sampler for every method: no caching; FORA, TaylorSeer, ClusCa (paper) and ClusCa-error at
+  intervals 3-7; TaylorSeer-Lite; ComfyUI's EasyCache at several thresholds. Per method: schedule bound
+  (steps / full steps), wall-clock ratio to no caching (same process, methods alternating per condition),
+  peak cache bytes, and PSNR / SSIM / relative L2 of the decoded output against the uncached one, averaged
+  over the conditions (>= 8).
+- ``speed``: a mid-size random-weight architecture per family on CPU (the presets of benchmarks/presets.py):
+  uncached and the main methods alternating, wall-clock ratio vs the schedule bound, the cost of a cached
+  step as a share of a full step (per-call timing), peak cache bytes against the minimum for TaylorSeer
+  order 1 in bf16.
+- ``gpu`` (only when CUDA is present): the full-size FLUX.1 architecture (random weights, bf16, 1024x1024,
+  50 steps): time ratio and peak GPU memory, uncached vs ClusCa (and with CPU offload / lite).
+
+Writes ``docs/benchmarks.json`` (all numbers), ``docs/benchmarks.md`` (tables) and
+``docs/images/benchmark_fidelity.png`` (fidelity vs speed-up, one curve per method).
+
+    .venv/bin/python -m benchmarks.suite                 # everything (about an hour on 2 CPU cores)
+    .venv/bin/python -m benchmarks.suite --part fidelity --seeds 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+
+from devkit.comfy_env import REPO, load_pack
+
+from .methods import UNCACHED, Method, easycache_methods, interval_methods
+from .timing import median
+
+DOCS = REPO / "docs"
+TIMER_KEY = "clusca_bench_timer"
+
+
+class CallLog:
+    """A DIFFUSION_MODEL wrapper (registered innermost) that counts and times the calls reaching the model."""
+
+    def __init__(self):
+        self.times: list[float] = []
+
+    def __call__(self, executor, *args, **kwargs):
+        t = time.perf_counter()
+        out = executor(*args, **kwargs)
+        self.times.append(time.perf_counter() - t)
+        return out
+
+
+def instrumented(model, log: CallLog):
+    import comfy.patcher_extension as pe
+    m = model.clone()
+    m.add_wrapper_with_key(pe.WrappersMP.DIFFUSION_MODEL, TIMER_KEY, log)
+    return m
+
+
+def clusca_summary(model):
+    holder = model.model_options.get("transformer_options", {}).get("clusca")
+    return getattr(holder, "last_summary", None)
+
+
+def fidelity(a: torch.Tensor, b: torch.Tensor) -> dict:
+    from devkit.metrics import psnr, relative_l2, ssim
+    return {"psnr": psnr(a, b), "ssim": ssim(a.permute(0, 3, 1, 2), b.permute(0, 3, 1, 2)), "rel_l2": relative_l2(a, b)}
+
+
+# -- fidelity on the trained reference models ---------------------------------------------------------------
+
+def run_fidelity(methods: list[Method], seeds: int, steps: int, cfg: float, quick: bool) -> list[dict]:
+    from devkit.tiny_models import sample
+    from devkit.comfy_env import pack_module
+    ref = pack_module("nodes.reference")
+    results = []
+    for name in ref.list_reference_models():
+        model, spec = ref.load_reference_model(name)
+        examples = spec.prompts.get("examples") or []
+        if spec.family == "dit":
+            examples = list(spec.classes)
+        conditions = [(examples[i % len(examples)], 1000 + i) for i in range(seeds)]
+        per_method = defaultdict(lambda: defaultdict(list))
+        for ci, (prompt, seed) in enumerate(conditions):
+            pos, neg = spec.conditioning(prompt)
+            latent = spec.empty_latent(1)["samples"]
+            outputs = {}
+            for method in [UNCACHED] + methods:
+                log = CallLog()
+                m = instrumented(method.apply(model, spec.family), log)
+                t = time.perf_counter()
+                out = sample(m, pos, neg, steps=steps, cfg=cfg, latent=latent, seed=seed)
+                elapsed = time.perf_counter() - t
+                image = spec.decode(out)
+                outputs[method.name] = image
+                row = per_method[method.name]
+                row["seconds"].append(elapsed)
+                row["model_calls"].append(len(log.times))
+                s = clusca_summary(m)
+                if s:
+                    row["full_steps"].append(s["full_steps"])
+                    row["peak_cache_bytes"].append(s["peak_cache_bytes"])
+                    if s.get("disabled"):
+                        row["disabled"].append(s["disabled"])
+                if method is not UNCACHED:
+                    for k, v in fidelity(image, outputs[UNCACHED.name]).items():
+                        row[k].append(v)
+            print(f"  {name}: condition {ci + 1}/{len(conditions)} done", flush=True)
+        base_time = sum(per_method[UNCACHED.name]["seconds"])
+        for method in [UNCACHED] + methods:
+            row = per_method[method.name]
+            calls = statistics.mean(row["model_calls"])
+            full = statistics.mean(row["full_steps"]) if row["full_steps"] else calls
+            results.append({
+                "model": name, "family": spec.family, "method": method.name, "curve": method.curve,
+                "interval": method.interval, "steps": steps, "cfg": cfg, "conditions": len(conditions),
+                "full_steps": full, "model_calls": calls,
+                "schedule_bound": steps / full if full else float("nan"),
+                "wall_clock_ratio": base_time / sum(row["seconds"]),
+                "peak_cache_bytes": max(row["peak_cache_bytes"]) if row["peak_cache_bytes"] else 0,
+                **{k: statistics.mean(row[k]) for k in ("psnr", "ssim", "rel_l2") if row[k]},
+                **({"disabled": row["disabled"][0]} if row["disabled"] else {}),
+            })
+    return results
+
+
+# -- speed on mid-size random architectures ----------------------------------------------------------------
+
+SPEED_METHODS = [
+    Method("clusca N=5", "clusca", node=dict(fresh_interval=5, mode="clusca"), interval=5),
+    Method("clusca-error N=5", "clusca-error", node=dict(fresh_interval=5, mode="clusca-error"), interval=5),
+    Method("taylorseer N=5", "taylorseer", node=dict(fresh_interval=5, mode="taylorseer"), interval=5),
+    Method("fora N=5", "fora", node=dict(fresh_interval=5, mode="fora"), interval=5),
+    Method("lite N=5", "lite (TaylorSeer-Lite)", node=dict(fresh_interval=5, mode="taylorseer", memory_mode="lite"),
+           interval=5),
+    Method("clusca N=5 bf16 cache", "clusca", node=dict(fresh_interval=5, mode="clusca", cache_dtype="bf16"),
+           interval=5),
+    Method("taylorseer N=5 bf16 cache", "taylorseer",
+           node=dict(fresh_interval=5, mode="taylorseer", cache_dtype="bf16", taylor_order=1), interval=5),
+]
+
+
+def run_speed(families: list[str], repeats: int) -> list[dict]:
+    from devkit.metrics import psnr
+    from devkit.tiny_models import sample
+    from .presets import PRESETS
+    results = []
+    for fam in families:
+        p = PRESETS[fam]()
+        model = p.build()
+        pos, neg = p.conds()
+        variants = {}
+        logs = {}
+        for method in [UNCACHED] + SPEED_METHODS:
+            logs[method.name] = CallLog()
+            variants[method.name] = instrumented(method.apply(model, fam), logs[method.name])
+        times = defaultdict(list)
+        outputs = {}
+        for r in range(repeats + 1):           # round 0 warms up
+            for name, m in variants.items():
+                logs[name].times.clear()
+                t = time.perf_counter()
+                outputs[name] = sample(m, pos, neg, steps=p.steps, cfg=p.cfg, sampler=p.sampler,
+                                       scheduler=p.scheduler, latent=p.latent(), seed=7)
+                if r:
+                    times[name].append(time.perf_counter() - t)
+            print(f"  {fam}: round {r}/{repeats} done", flush=True)
+        full_call = statistics.median(logs[UNCACHED.name].times)
+        base = median(times[UNCACHED.name])
+        minimum = None
+        for name, m in variants.items():
+            s = clusca_summary(m)
+            row = {"family": fam, "model": p.description, "method": name, "steps": p.steps, "cfg": p.cfg,
+                   "seconds": times[name], "wall_clock_ratio": base / median(times[name])}
+            if s:
+                n_cached = s["evaluations_cached"]
+                cached_call = statistics.median(sorted(logs[name].times)[:n_cached]) if n_cached else float("nan")
+                row.update(full_steps=s["full_steps"], schedule_bound=s["schedule_bound"],
+                           fraction_of_bound=row["wall_clock_ratio"] / s["schedule_bound"],
+                           cached_step_ms=1000 * cached_call, cached_step_fraction=cached_call / full_call,
+                           peak_cache_bytes=s["peak_cache_bytes"], psnr=psnr(outputs[name], outputs[UNCACHED.name]))
+                if name == "taylorseer N=5 bf16 cache":
+                    minimum = s["peak_cache_bytes"]
+            results.append(row)
+        for row in results:
+            if row["family"] == fam and "peak_cache_bytes" in row and minimum:
+                row["cache_vs_taylorseer_o1_bf16_minimum"] = row["peak_cache_bytes"] / minimum
+        print(f"  {fam}: full call {1000 * full_call:.0f} ms", flush=True)
+    return results
+
+
+# -- full-size FLUX on a GPU -------------------------------------------------------------------------------
+
+def run_gpu(steps: int = 50) -> list[dict]:
+    """Full-size FLUX.1 architecture, random weights, bf16, 1024x1024 (4096 image + 512 text tokens)."""
+    import comfy.model_patcher
+    import comfy.supported_models
+    from devkit.tiny_models import flux_config, flux_cond, init_weights, sample
+    dev = torch.device("cuda")
+    cfg = flux_config(hidden=3072, heads=24, depth=19, single=38, context_dim=4096, vec_dim=768)
+    cfg["axes_dim"] = [16, 56, 56]
+    mc = comfy.supported_models.Flux(cfg)
+    mc.set_inference_dtype(torch.bfloat16, None)
+    base = mc.get_model({}, device=dev)
+    init_weights(base.diffusion_model, 0)
+    model = comfy.model_patcher.ModelPatcher(base, load_device=dev, offload_device=dev)
+    pos = flux_cond(1, tokens=512, context_dim=4096, vec_dim=768)
+    latent = torch.zeros(1, 16, 128, 128)
+    methods = [UNCACHED, Method("clusca N=5", "clusca", node=dict(fresh_interval=5)),
+               Method("clusca N=5 cache on CPU", "clusca", node=dict(fresh_interval=5, cache_device="cpu")),
+               Method("clusca N=5 bf16 lite", "lite", node=dict(fresh_interval=5, memory_mode="lite"))]
+    results, base_time = [], None
+    for method in methods:
+        m = method.apply(model, "flux")
+        sample(m, pos, pos, steps=2, cfg=1.0, latent=latent)          # warm-up
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        t = time.perf_counter()
+        sample(m, pos, pos, steps=steps, cfg=1.0, latent=latent)
+        torch.cuda.synchronize()
+        elapsed = time.perf_counter() - t
+        base_time = base_time or elapsed
+        s = clusca_summary(m) or {}
+        results.append({"method": method.name, "seconds": elapsed, "wall_clock_ratio": base_time / elapsed,
+                        "schedule_bound": s.get("schedule_bound", 1.0), "peak_gpu_bytes": torch.cuda.max_memory_allocated(),
+                        "peak_cache_bytes": s.get("peak_cache_bytes", 0), "gpu": torch.cuda.get_device_name()})
+        print(f"  gpu {method.name}: {elapsed:.1f} s", flush=True)
+    return results
+
+
+# -- reports -----------------------------------------------------------------------------------------------
+
+def fmt_bytes(n) -> str:
+    n = float(n or 0)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+
+
+def markdown(data: dict) -> str:
+    lines = ["# Benchmarks", "", f"Machine: {data['machine']}. Command: `{data['command']}`.", ""]
+    fid = data.get("fidelity") or []
+    if fid:
+        lines += ["## Fidelity on the trained reference models", "",
+                  f"{fid[0]['steps']} euler steps, CFG {fid[0]['cfg']}, {fid[0]['conditions']} prompt/seed conditions "
+                  "per model; fidelity of the decoded output against the uncached output (mean over conditions). "
+                  "Bound = steps / full steps (model calls for EasyCache). The wall-clock ratio on these small "
+                  "models is dominated by per-step overheads; see the speed table for mid-size models.", ""]
+        for model in dict.fromkeys(r["model"] for r in fid):
+            lines += [f"### {model}", "", "| method | full steps | bound | wall-clock | PSNR dB | SSIM | rel. L2 | cache |",
+                      "|---|---|---|---|---|---|---|---|"]
+            for r in (r for r in fid if r["model"] == model):
+                if r["method"] == "uncached":
+                    continue
+                lines.append(f"| {r['method']} | {r['full_steps']:.1f} | {r['schedule_bound']:.2f}x | "
+                             f"{r['wall_clock_ratio']:.2f}x | {r.get('psnr', float('nan')):.2f} | "
+                             f"{r.get('ssim', float('nan')):.4f} | {r.get('rel_l2', float('nan')):.4f} | "
+                             f"{fmt_bytes(r['peak_cache_bytes'])} |")
+            lines.append("")
+        lines += ["![fidelity vs speed-up](images/benchmark_fidelity.png)", ""]
+    spd = data.get("speed") or []
+    if spd:
+        lines += ["## Speed on mid-size random-weight architectures (CPU)", "",
+                  "Uncached and every method alternate in one process; ratio of median wall-clock times. The cached "
+                  "step cost is the median cached model call over the median uncached call. Cache memory is "
+                  "compared with the minimum for TaylorSeer order 1 in bf16 (measured: that configuration's peak).", ""]
+        for fam in dict.fromkeys(r["family"] for r in spd):
+            rows = [r for r in spd if r["family"] == fam]
+            lines += [f"### {fam}: {rows[0]['model']}", "",
+                      "| method | wall-clock | bound | % of bound | cached step | PSNR dB | cache | vs TS-o1-bf16 min |",
+                      "|---|---|---|---|---|---|---|---|"]
+            for r in rows:
+                if r["method"] == "uncached":
+                    lines.append(f"| uncached | 1.00x ({median(r['seconds']):.1f} s) | | | | | | |")
+                    continue
+                if "schedule_bound" not in r:
+                    lines.append(f"| {r['method']} | {r['wall_clock_ratio']:.2f}x | | | | | | |")
+                    continue
+                lines.append(f"| {r['method']} | {r['wall_clock_ratio']:.2f}x | {r['schedule_bound']:.2f}x | "
+                             f"{100 * r['fraction_of_bound']:.1f}% | {100 * r['cached_step_fraction']:.2f}% "
+                             f"({r['cached_step_ms']:.0f} ms) | {r['psnr']:.1f} | {fmt_bytes(r['peak_cache_bytes'])} | "
+                             f"{r.get('cache_vs_taylorseer_o1_bf16_minimum', float('nan')):.2f}x |")
+            lines.append("")
+    gpu = data.get("gpu") or []
+    if gpu:
+        lines += ["## Full-size FLUX.1 architecture on a GPU", "", f"GPU: {gpu[0]['gpu']}; bf16, 1024x1024, 50 steps.", "",
+                  "| method | time | wall-clock | bound | peak GPU memory | cache |", "|---|---|---|---|---|---|"]
+        for r in gpu:
+            lines.append(f"| {r['method']} | {r['seconds']:.1f} s | {r['wall_clock_ratio']:.2f}x | {r['schedule_bound']:.2f}x | "
+                         f"{fmt_bytes(r['peak_gpu_bytes'])} | {fmt_bytes(r['peak_cache_bytes'])} |")
+        lines.append("")
+    elif data.get("gpu_note"):
+        lines += ["## Full-size FLUX.1 architecture on a GPU", "", data["gpu_note"], ""]
+    return "\n".join(lines)
+
+
+def plot(fid: list[dict], path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    models = list(dict.fromkeys(r["model"] for r in fid))
+    fig, axes = plt.subplots(1, len(models), figsize=(5.5 * len(models), 4.2), squeeze=False)
+    for ax, model in zip(axes[0], models):
+        curves = defaultdict(list)
+        for r in fid:
+            if r["model"] == model and r["method"] != "uncached" and "psnr" in r:
+                curves[r["curve"]].append((r["schedule_bound"], r["psnr"]))
+        for curve, pts in curves.items():
+            pts.sort()
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=curve)
+        ax.set_title(model)
+        ax.set_xlabel("speed-up bound (steps / full steps)")
+        ax.set_ylabel("PSNR vs uncached (dB)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--part", action="append", choices=("fidelity", "speed", "gpu"))
+    ap.add_argument("--seeds", type=int, default=8)
+    ap.add_argument("--steps", type=int, default=50)
+    ap.add_argument("--cfg", type=float, default=4.0)
+    ap.add_argument("--intervals", default="3,4,5,6,7")
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--families", default="flux,hunyuan_video,dit")
+    ap.add_argument("--quick", action="store_true", help="2 conditions, intervals 3 and 5, 1 speed repeat")
+    ap.add_argument("--out", default=str(DOCS / "benchmarks.json"))
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.seeds, args.intervals, args.repeats = 2, "3,5", 1
+    load_pack()
+    parts = args.part or ["fidelity", "speed", "gpu"]
+    data = {"machine": f"{platform.machine()}, {torch.get_num_threads()} CPU threads, torch {torch.__version__}",
+            "command": "python -m benchmarks.suite " + " ".join(argv or [])}
+    out = Path(args.out)
+    if out.exists():
+        data = {**json.loads(out.read_text()), **data}
+    if "fidelity" in parts:
+        methods = interval_methods([int(n) for n in args.intervals.split(",")]) + easycache_methods()
+        data["fidelity"] = run_fidelity(methods, args.seeds, args.steps, args.cfg, args.quick)
+        plot(data["fidelity"], DOCS / "images" / "benchmark_fidelity.png")
+    if "speed" in parts:
+        data["speed"] = run_speed(args.families.split(","), args.repeats)
+    if "gpu" in parts:
+        if torch.cuda.is_available():
+            data["gpu"] = run_gpu(args.steps)
+        else:
+            data["gpu_note"] = ("No CUDA GPU on the machine that produced these numbers; `--part gpu` runs the "
+                                "full-size FLUX.1 architecture when one is present.")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(data, indent=1, default=float))
+    (DOCS / "benchmarks.md").write_text(markdown(data))
+    print(f"wrote {out}, {DOCS / 'benchmarks.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
