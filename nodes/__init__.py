@@ -9,8 +9,10 @@ from .apply_clusca import ApplyClusCa
 from .cluster_map import ClusCaClusterMap
 from .dit.labels import ClusCaDiTClassLabel
 from .dit.loader import ClusCaDiTLoader
+from .reference.nodes import NODES as REFERENCE_NODES
 
 NODES: list[type[io.ComfyNode]] = [ApplyClusCa, ClusCaClusterMap, ClusCaDiTLoader, ClusCaDiTClassLabel]
+NODES += REFERENCE_NODES
 
 
 class ClusCaExtension(ComfyExtension):

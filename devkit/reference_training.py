@@ -1,0 +1,360 @@
+"""Training the ClusCa reference models (see ``scripts/train_reference_models.py`` and
+``docs/reference_models.md``): family configurations, prompts drawn with the data, weight init, the loss in
+ComfyUI's own parameterisation (through ``BaseModel.apply_model``), EMA, and the sampling helpers used for
+the documentation grids.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import time
+
+import torch
+
+from .comfy_env import load_pack, pack_module
+from . import shapes
+
+load_pack()
+
+import comfy.model_sampling  # noqa: E402
+import comfy.sample  # noqa: E402
+import comfy.samplers  # noqa: E402
+
+CPU = torch.device("cpu")
+
+
+def _ref(name):
+    return pack_module("nodes.reference." + name)
+
+
+# -- family configurations --------------------------------------------------------------------------
+
+def _axes(hidden, heads):
+    """RoPE axes (index/time, rows, columns) in FLUX's / HunyuanVideo's proportions (16, 56, 56 of 128)."""
+    head_dim = hidden // heads
+    a = max(2, (head_dim * 3 // 8) // 2 * 2)
+    return [head_dim - 2 * a, a, a]
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    family: str
+    steps: int
+    batch: int
+    lr: float
+    warmup: int = 200
+    min_lr_ratio: float = 0.1
+    weight_decay: float = 0.0
+    ema: float = 0.998
+    grad_clip: float = 1.0
+    cond_dropout: float = 0.10      # whole prompt -> empty (the unconditional input of CFG)
+    sigma_unshifted: float = 0.0    # flow models: share of noise levels drawn without the model's time shift
+    word_dropout: float = 0.10      # each attribute word group dropped independently
+    seed: int = 0
+    max_minutes: float = 29.0       # safety stop; the run normally ends at ``steps``
+    log_every: int = 25
+
+
+def flux_family(hidden=96, heads=3, depth=2, single=2, mlp_ratio=4.0, context_dim=64, pooled_dim=64):
+    from comfy.ldm.flux.model import FluxParams
+    unet = dict(image_model="flux", in_channels=16, out_channels=16, vec_in_dim=pooled_dim, context_in_dim=context_dim,
+                hidden_size=hidden, mlp_ratio=mlp_ratio, num_heads=heads, depth=depth, depth_single_blocks=single,
+                axes_dim=_axes(hidden, heads), theta=256, patch_size=2, qkv_bias=True, guidance_embed=False)
+    if "txt_ids_dims" in {f.name for f in dataclasses.fields(FluxParams)}:
+        unet["txt_ids_dims"] = []
+    vocab = [_ref("spec").PAD] + list(shapes.COLOURS) + list(shapes.SHAPES)
+    return dict(family="flux", model_class="FluxSchnell", unet_config=unet,
+                latent=dict(height=64, width=64, factor=2, channels=16, frames=None),
+                vocabulary=vocab, text_len=4, context_dim=context_dim, pooled_dim=pooled_dim,
+                prompts=dict(grammar="[colour] [shape], either word may be left out",
+                             colours=list(shapes.COLOURS), shapes=list(shapes.SHAPES),
+                             examples=["red circle", "blue square", "yellow triangle", "green ring", "magenta", "ring"]))
+
+
+def hunyuan_video_family(hidden=96, heads=3, depth=2, single=2, mlp_ratio=4.0, context_dim=64, pooled_dim=64,
+                         frames=8):
+    from comfy.ldm.hunyuan_video.model import HunyuanVideoParams
+    unet = dict(image_model="hunyuan_video", in_channels=16, out_channels=16, vec_in_dim=pooled_dim,
+                context_in_dim=context_dim, hidden_size=hidden, mlp_ratio=mlp_ratio, num_heads=heads, depth=depth,
+                depth_single_blocks=single, axes_dim=_axes(hidden, heads), theta=256, patch_size=[1, 2, 2],
+                qkv_bias=True, guidance_embed=False, byt5=False, meanflow=False)
+    names = {f.name for f in dataclasses.fields(HunyuanVideoParams)}
+    if "use_cond_type_embedding" in names:
+        unet["use_cond_type_embedding"] = False
+    if "vision_in_dim" in names:
+        unet["vision_in_dim"] = None
+    vocab = [_ref("spec").PAD] + list(shapes.COLOURS) + list(shapes.SHAPES) + ["moving"] + list(shapes.DIRECTIONS)
+    return dict(family="hunyuan_video", model_class="HunyuanVideo", unet_config=unet,
+                latent=dict(height=32, width=32, factor=2, channels=16, frames=frames),
+                vocabulary=vocab, text_len=4, context_dim=context_dim, pooled_dim=pooled_dim, shape_size=(0.17, 0.26),
+                prompts=dict(grammar="[colour] [shape] [moving direction], any part may be left out",
+                             colours=list(shapes.COLOURS), shapes=list(shapes.SHAPES),
+                             directions=list(shapes.DIRECTIONS),
+                             examples=["red circle moving left", "blue square moving up",
+                                       "yellow triangle moving right", "green ring moving down"]))
+
+
+def dit_family(hidden=128, heads=4, depth=6, mlp_ratio=4.0):
+    config = pack_module("nodes.dit.config")
+    classes = [f"{c} {s}" for s in shapes.SHAPES for c in shapes.COLOURS]
+    unet = config.make_unet_config(input_size=32, patch_size=2, in_channels=4, hidden_size=hidden, depth=depth,
+                                   num_heads=heads, mlp_ratio=mlp_ratio, num_classes=len(classes), learn_sigma=False)
+    vocab = [_ref("spec").PAD] + list(shapes.COLOURS) + list(shapes.SHAPES)
+    return dict(family="dit", model_class="DiT", unet_config=unet,
+                latent=dict(height=32, width=32, factor=1, channels=4, frames=None),
+                vocabulary=vocab, text_len=2, classes=classes, shape_size=(0.18, 0.34),
+                prompts=dict(grammar="[colour] [shape] (one of the classes; empty = unconditional)",
+                             colours=list(shapes.COLOURS), shapes=list(shapes.SHAPES),
+                             examples=["red circle", "blue square", "yellow triangle", "green ring"]))
+
+
+DEFAULT_SHAPE_SIZE = (0.12, 0.30)
+FAMILIES = {"flux": flux_family, "hunyuan_video": hunyuan_video_family, "dit": dit_family}
+
+TRAIN_DEFAULTS = {
+    "flux": dict(steps=2500, batch=8, lr=1.2e-3, warmup=50),
+    "hunyuan_video": dict(steps=2000, batch=4, lr=1.2e-3, warmup=50, sigma_unshifted=0.3),
+    "dit": dict(steps=2500, batch=8, lr=1.2e-3, warmup=50),
+}
+
+
+def make_spec(family: str, name: str, **arch):
+    spec_mod = _ref("spec")
+    d = FAMILIES[family](**arch)
+    spec = spec_mod.ReferenceSpec(name=name, family=d["family"], model_class=d["model_class"],
+                                  unet_config=d["unet_config"], latent=spec_mod.PixelLatent(**d["latent"]),
+                                  vocabulary=d["vocabulary"], text_len=d["text_len"],
+                                  context_dim=d.get("context_dim", 0), pooled_dim=d.get("pooled_dim", 0),
+                                  classes=d.get("classes"), prompts=d["prompts"])
+    spec.training = {"data": {"shape_size": list(d.get("shape_size") or DEFAULT_SHAPE_SIZE)}}
+    spec.embedder = spec.make_embedder()
+    return spec
+
+
+# -- weights ----------------------------------------------------------------------------------------
+
+ZERO_INIT = ("img_mod.lin", "txt_mod.lin", "modulation.lin", "final_layer.linear", "final_layer.adaLN_modulation",
+             "adaLN_modulation")
+
+
+def init_weights(module: torch.nn.Module, seed: int) -> None:
+    """DiT-style init (comfy.ops leaves weights uninitialised): xavier-uniform matrices, zero biases, unit
+    norm scales, normal(0, 0.02) embeddings and adaLN-Zero (modulations and the final projection start at 0)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            if any(z in name for z in ZERO_INIT):
+                p.zero_()
+            elif name.endswith("scale") and p.ndim == 1:
+                p.fill_(1.0)
+            elif "embedding_table" in name or name.endswith("y_embedder.weight"):
+                p.copy_(torch.randn(p.shape, generator=g) * 0.02)
+            elif "t_embedder" in name and p.ndim == 2:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.02)
+            elif p.ndim >= 2:
+                fan_out, fan_in = p.shape[0], p[0].numel()
+                bound = math.sqrt(6.0 / (fan_in + fan_out))
+                p.copy_((torch.rand(p.shape, generator=g) * 2 - 1) * bound)
+            else:
+                p.zero_()
+
+
+def init_embedder(embedder, seed: int) -> None:
+    g = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        embedder.token.weight.copy_(torch.randn(embedder.token.weight.shape, generator=g))
+        embedder.position.copy_(torch.randn(embedder.position.shape, generator=g) * 0.1)
+        embedder.pooled.weight.copy_(torch.randn(embedder.pooled.weight.shape, generator=g))
+
+
+# -- data and prompts -------------------------------------------------------------------------------
+
+def draw_batch(spec, cfg: TrainConfig, g: torch.Generator):
+    """(x0 in model space, conditioning kwargs for apply_model (tensors that need the embedder are token ids))."""
+    lat = spec.latent
+    n = cfg.batch
+    r_range = tuple(spec.training.get("data", {}).get("shape_size", DEFAULT_SHAPE_SIZE))
+    if spec.family == "hunyuan_video":
+        pix, kind, colour, direction = shapes.sample_videos(n, lat.height, lat.frames, g, r_range=r_range)
+    else:
+        pix, kind, colour = shapes.sample_images(n, lat.height, g, r_range=r_range)
+        direction = None
+    x0 = lat.to_raw(pix * 2 - 1)
+    drop_all = torch.rand(n, generator=g) < cfg.cond_dropout
+    drop = torch.rand(n, 3, generator=g) < cfg.word_dropout
+    if spec.family == "dit":
+        labels = kind * len(shapes.COLOURS) + colour
+        labels = torch.where(drop_all, torch.full_like(labels, len(spec.classes)), labels)
+        return x0, {"labels": labels}
+    index = {w: i for i, w in enumerate(spec.vocabulary)}
+    pad = index[_ref("spec").PAD]
+    colours, kinds, dirs = list(shapes.COLOURS), list(shapes.SHAPES), list(shapes.DIRECTIONS)
+    tokens = torch.full((n, spec.text_len), pad, dtype=torch.long)
+    for i in range(n):
+        if drop_all[i]:
+            continue
+        words = []
+        if not drop[i, 0]:
+            words.append(colours[colour[i]])
+        if not drop[i, 1]:
+            words.append(kinds[kind[i]])
+        if direction is not None and not drop[i, 2]:
+            words += ["moving", dirs[direction[i]]]
+        tokens[i, : len(words)] = torch.tensor([index[w] for w in words], dtype=torch.long)
+    return x0, {"tokens": tokens}
+
+
+def model_kwargs(spec, embedder, cond: dict) -> dict:
+    if spec.family == "dit":
+        return {"y": cond["labels"]}
+    context, pooled = embedder(cond["tokens"])
+    return {"c_crossattn": context, "y": pooled}
+
+
+# -- noise levels and loss --------------------------------------------------------------------------
+
+def is_flow(base_model) -> bool:
+    return isinstance(base_model.model_sampling, comfy.model_sampling.CONST)
+
+
+def draw_sigmas(base_model, n: int, g: torch.Generator, unshifted: float = 0.0) -> torch.Tensor:
+    """Flow models: u from a logit-normal(0, 1) (80 %) or uniform (20 %) in [1e-3, 1], mapped through the
+    model's own time shift (``model_sampling.sigma``), so training sees noise levels where ComfyUI's
+    schedules put them; a share ``unshifted`` of them is used as sigma directly (more low noise levels for
+    models with a strong shift, whose last sampling steps jump from there to 0). EPS models: one of the
+    model's 1000 discrete sigmas, uniformly."""
+    ms = base_model.model_sampling
+    if is_flow(base_model):
+        u = torch.sigmoid(torch.randn(n, generator=g))
+        uni = torch.rand(n, generator=g)
+        u = torch.where(torch.rand(n, generator=g) < 0.2, uni, u).clamp(1e-3, 1.0)
+        sigma = ms.sigma(ms.timestep(u)).float()
+        if unshifted > 0:
+            sigma = torch.where(torch.rand(n, generator=g) < unshifted, u.float(), sigma)
+        return sigma
+    idx = torch.randint(0, len(ms.sigmas), (n,), generator=g)
+    return ms.sigmas[idx].float()
+
+
+def noisy(base_model, x0, noise, sigma):
+    """x_t as ComfyUI's samplers form it: flow sigma*noise + (1-sigma)*x0; EPS x0 + sigma*noise."""
+    return base_model.model_sampling.noise_scaling(sigma, noise, x0)
+
+
+def prediction_loss(base_model, x0, noise, sigma, kwargs, transformer_options=None, per_sample=False):
+    """Flow: MSE between the velocity the model implies, (x_t - denoised) / sigma, and noise - x0. EPS: MSE
+    between the implied eps, (x_t - denoised) / sigma, and the noise. ``denoised`` is ``apply_model``'s output."""
+    x_t = noisy(base_model, x0, noise, sigma)
+    to = transformer_options if transformer_options is not None else {}
+    denoised = base_model.apply_model(x_t, sigma, transformer_options=to, **kwargs)
+    s = sigma.view(-1, *([1] * (x0.ndim - 1)))
+    pred = (x_t - denoised) / s
+    target = noise - x0 if is_flow(base_model) else noise
+    err = (pred - target).square()
+    return err.flatten(1).mean(1) if per_sample else err.mean()
+
+
+# -- training loop ----------------------------------------------------------------------------------
+
+def lr_at(step, cfg: TrainConfig):
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    p = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, p))))
+
+
+class Trainable(torch.nn.Module):
+    """The diffusion model and the conditioning tables, trained together."""
+
+    def __init__(self, diffusion_model, embedder):
+        super().__init__()
+        self.diffusion_model = diffusion_model
+        self.embedder = embedder if embedder is not None else torch.nn.Module()
+
+
+def validation_batch(spec, base_model, seed=12345, n=32):
+    cfg = TrainConfig(family=spec.family, steps=1, batch=n, lr=0, cond_dropout=0.1, word_dropout=0.0)
+    g = torch.Generator().manual_seed(seed)
+    x0, cond = draw_batch(spec, cfg, g)
+    noise = torch.randn(x0.shape, generator=g)
+    # a fixed draw of noise levels from the training distribution, sorted
+    gs = torch.Generator().manual_seed(seed + 1)
+    sigma = draw_sigmas(base_model, n, gs).sort().values
+    return x0, cond, noise, sigma
+
+
+def evaluate(spec, base_model, embedder, batch, transformer_options=None) -> float:
+    x0, cond, noise, sigma = batch
+    with torch.no_grad():
+        return float(prediction_loss(base_model, x0, noise, sigma, model_kwargs(spec, embedder, cond),
+                                     transformer_options))
+
+
+def train(spec, model_patcher, cfg: TrainConfig, transformer_options=None, log=print):
+    """Train in place; returns (EMA copy of Trainable, stats dict)."""
+    base = model_patcher.model
+    dm = base.diffusion_model
+    trainable = Trainable(dm, spec.embedder)
+    trainable.requires_grad_(True).train()
+    ema = copy.deepcopy(trainable).requires_grad_(False).eval()
+    params = [p for p in trainable.parameters() if p.requires_grad]
+    decay, no_decay = [p for p in params if p.ndim >= 2], [p for p in params if p.ndim < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.99), eps=1e-8)
+    g = torch.Generator().manual_seed(cfg.seed)
+    val = validation_batch(spec, base)
+    history, recent = [], []
+    t0 = time.time()
+    step = 0
+    stopped_early = False
+    for step in range(cfg.steps):
+        if (time.time() - t0) / 60 > cfg.max_minutes:
+            stopped_early = True
+            log(f"time budget of {cfg.max_minutes} min reached at step {step}; stopping")
+            break
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, cfg)
+        x0, cond = draw_batch(spec, cfg, g)
+        noise = torch.randn(x0.shape, generator=g)
+        sigma = draw_sigmas(base, cfg.batch, g, cfg.sigma_unshifted)
+        loss = prediction_loss(base, x0, noise, sigma, model_kwargs(spec, trainable.embedder, cond), transformer_options)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        gnorm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        opt.step()
+        d = min(cfg.ema, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for pe, pt in zip(ema.parameters(), trainable.parameters()):
+                pe.lerp_(pt.detach(), 1 - d)
+        recent.append(float(loss.detach()))
+        if (step + 1) % cfg.log_every == 0 or step == 0:
+            mean = sum(recent) / len(recent)
+            history.append((step + 1, mean))
+            log(f"step {step + 1:5d}/{cfg.steps}  loss {mean:.4f}  grad {float(gnorm):.3f}  lr {lr_at(step, cfg):.2e}  "
+                f"{time.time() - t0:7.1f}s")
+            recent = []
+    steps_done = step + 1 if not stopped_early else step
+    elapsed = time.time() - t0
+    last = [l for s, l in history if s > steps_done - 100] or [history[-1][1]]
+    stats = dict(steps=steps_done, planned_steps=cfg.steps, stopped_early=stopped_early, seconds=round(elapsed, 1),
+                 final_train_loss=round(sum(last) / len(last), 5), loss_history=[(s, round(l, 5)) for s, l in history])
+    trainable.requires_grad_(False).eval()
+    stats["val_loss_raw"] = round(evaluate(spec, base, trainable.embedder, val, transformer_options), 5)
+    return ema, stats, val
+
+
+# -- sampling ---------------------------------------------------------------------------------------
+
+def sample(model, spec, text, batch=1, steps=20, cfg=4.0, seed=0, sampler="euler", scheduler="simple", frames=None,
+           negative="", model_options_patch=None):
+    """``batch`` samples of one prompt in one sampler call through ComfyUI's KSampler path
+    (``comfy.sample.sample``; the noise of each batch element comes from ``comfy.sample.prepare_noise``).
+    Returns the LATENT samples (B, ...) as the sampler gives them (outer latent space)."""
+    pos, neg = spec.conditioning(text, negative=negative)
+    latent = spec.empty_latent(batch, frames=frames)["samples"]
+    noise = comfy.sample.prepare_noise(latent, seed)
+    with torch.inference_mode():
+        return comfy.sample.sample(model, noise, steps, cfg, sampler, scheduler, pos, neg, latent,
+                                   disable_pbar=True, seed=seed)
