@@ -15,6 +15,7 @@ import torch
 
 from .comfy_env import load_pack, pack_module
 from . import shapes
+from .tiny_models import with_version_fields
 
 load_pack()
 
@@ -75,16 +76,11 @@ def flux_family(hidden=96, heads=3, depth=2, single=2, mlp_ratio=4.0, context_di
 
 def hunyuan_video_family(hidden=96, heads=3, depth=2, single=2, mlp_ratio=4.0, context_dim=64, pooled_dim=64,
                          frames=8):
-    from comfy.ldm.hunyuan_video.model import HunyuanVideoParams
     unet = dict(image_model="hunyuan_video", in_channels=16, out_channels=16, vec_in_dim=pooled_dim,
                 context_in_dim=context_dim, hidden_size=hidden, mlp_ratio=mlp_ratio, num_heads=heads, depth=depth,
                 depth_single_blocks=single, axes_dim=_axes(hidden, heads), theta=256, patch_size=[1, 2, 2],
                 qkv_bias=True, guidance_embed=False, byt5=False, meanflow=False)
-    names = {f.name for f in dataclasses.fields(HunyuanVideoParams)}
-    if "use_cond_type_embedding" in names:
-        unet["use_cond_type_embedding"] = False
-    if "vision_in_dim" in names:
-        unet["vision_in_dim"] = None
+    with_version_fields(unet)
     vocab = [_ref("spec").PAD] + list(shapes.COLOURS) + list(shapes.SHAPES) + ["moving"] + list(shapes.DIRECTIONS)
     return dict(family="hunyuan_video", model_class="HunyuanVideo", unet_config=unet,
                 latent=dict(height=32, width=32, factor=2, channels=16, frames=frames),

@@ -75,16 +75,23 @@ def hunyuan_video_config(hidden=64, heads=4, depth=2, single=2, context_dim=64, 
                context_in_dim=context_dim, hidden_size=hidden, mlp_ratio=4.0, num_heads=heads, depth=depth,
                depth_single_blocks=single, axes_dim=axes, theta=256, patch_size=list(patch),
                qkv_bias=True, guidance_embed=True, byt5=False, meanflow=False)
-    from comfy.ldm.hunyuan_video.model import HunyuanVideoParams
-    names = {f.name for f in dataclasses.fields(HunyuanVideoParams)}
-    if "use_cond_type_embedding" in names:
-        cfg["use_cond_type_embedding"] = False
-    if "vision_in_dim" in names:
-        cfg["vision_in_dim"] = None
+    with_version_fields(cfg)
     if version == "1.5":   # byT5 glyph tokens, vision tokens, condition-type embedding, 32-ch latent + concat
         cfg.update(in_channels=65, out_channels=32, vec_in_dim=None, byt5=True, use_cond_type_embedding=True,
                    vision_in_dim=16, guidance_embed=False)
     return cfg
+
+
+def with_version_fields(unet_config: dict) -> dict:
+    """Switch off the HunyuanVideo parameters that only some ComfyUI versions have (condition-type embedding,
+    vision tokens), so one config works on all of them."""
+    from comfy.ldm.hunyuan_video.model import HunyuanVideoParams
+    names = {f.name for f in dataclasses.fields(HunyuanVideoParams)}
+    if "use_cond_type_embedding" in names:
+        unet_config.setdefault("use_cond_type_embedding", False)
+    if "vision_in_dim" in names:
+        unet_config.setdefault("vision_in_dim", None)
+    return unet_config
 
 
 def tiny_hunyuan_video(seed=0, dtype=torch.float32, version="1.0", **kw) -> comfy.model_patcher.ModelPatcher:
