@@ -17,6 +17,10 @@ MEMORY_MODES = ("full", "lite")
 #: taylorseer    Taylor forecast only (no clusters); fora: plain reuse (order 0, no clusters)
 MODES = ("clusca", "clusca-error", "taylorseer", "fora")
 REFRESH_SCOPES = ("double", "all")
+#: named settings per model family (the adapters hold the values); "custom" = the inputs as given
+PRESETS = ("custom", "quality", "balanced", "fast")
+#: the adaptive schedule's threshold when only a target speed-up is given (see docs/benchmarks.md)
+DEFAULT_ADAPTIVE_THRESHOLD = 0.1
 _TORCH_DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 
 
@@ -46,6 +50,16 @@ class ClusCaConfig:
     refresh_scope:     which MLPs the representatives refresh: "double" (the paper: the MLP branches of
                        double-stream / DiT blocks) or "all" (also the MLP half of single-stream blocks, whose
                        cached output is then kept as separate attention and MLP parts).
+    adaptive_threshold: error-adaptive schedule (0 = off, the fixed interval schedule): after the warm-up, a
+                       cached step whose forecast error measured at the representatives exceeds this relative
+                       value makes the next step a full one; at least one cached step follows every full step
+                       and at most ``max_interval - 1`` do (``max_interval`` 0 = 2 x fresh_interval).
+    target_speedup:    0 = off. Otherwise the error-adaptive schedule gets a budget of ``steps / target_speedup``
+                       full steps and its threshold (``adaptive_threshold``, default 0.1 when 0) is raised when
+                       the run spends full steps faster than that budget allows and lowered when it is behind.
+    preset:            "custom" (the settings above as given) or a named preset ("quality", "balanced",
+                       "fast") whose measured per-family settings replace the schedule, mode and cluster
+                       settings when the model's family is known (see the adapters' ``presets``).
     verbose:           log one line per cached step.
     """
 
@@ -67,6 +81,10 @@ class ClusCaConfig:
     mode: str = "clusca"
     error_weight: float = 1.0
     refresh_scope: str = "double"
+    adaptive_threshold: float = 0.0
+    max_interval: int = 0
+    target_speedup: float = 0.0
+    preset: str = "custom"
     verbose: bool = False
 
     def errors(self) -> list[str]:
@@ -101,9 +119,23 @@ class ClusCaConfig:
             out.append(f"kmeans_iters must be an integer from 1 to 1000; got {self.kmeans_iters!r}")
         if not isinstance(self.cluster_per_frame, bool):
             out.append(f"cluster_per_frame must be true or false; got {self.cluster_per_frame!r}")
+        if not is_num(self.adaptive_threshold) or not 0.0 <= self.adaptive_threshold <= 10.0:
+            out.append(f"adaptive_threshold must be a number from 0 (off) to 10; got {self.adaptive_threshold!r}")
+        if not is_int(self.max_interval) or not 0 <= self.max_interval <= MAX_INTERVAL:
+            out.append(f"max_interval must be an integer from 0 (2 x fresh_interval) to {MAX_INTERVAL}; "
+                       f"got {self.max_interval!r}")
+        if not is_num(self.target_speedup) or not (self.target_speedup == 0 or 1.0 <= self.target_speedup <= 50.0):
+            out.append(f"target_speedup must be 0 (off) or a number from 1 to 50; got {self.target_speedup!r}")
+        wants_adaptive = is_num(self.adaptive_threshold) and is_num(self.target_speedup) and (
+            self.adaptive_threshold > 0 or self.target_speedup > 0)
+        if wants_adaptive and (self.mode in ("taylorseer", "fora") or self.memory_mode == "lite"
+                               or (is_int(self.clusters) and self.clusters <= 0)):
+            out.append("the error-adaptive schedule (adaptive_threshold / target_speedup) measures the forecast "
+                       "error at the cluster representatives: it needs mode clusca or clusca-error, clusters > 0 "
+                       "and memory_mode full; set both to 0 for a fixed schedule")
         if not is_num(self.error_weight) or not 0.0 <= self.error_weight <= 1.0:
             out.append(f"error_weight must be a number from 0 to 1; got {self.error_weight!r}")
-        for name, allowed in (("cache_dtype", CACHE_DTYPES), ("cache_device", CACHE_DEVICES),
+        for name, allowed in (("preset", PRESETS), ("cache_dtype", CACHE_DTYPES), ("cache_device", CACHE_DEVICES),
                               ("memory_mode", MEMORY_MODES), ("mode", MODES),
                               ("refresh_scope", REFRESH_SCOPES)):
             if getattr(self, name) not in allowed:
@@ -126,6 +158,18 @@ class ClusCaConfig:
         if self.mode == "fora":
             return replace(self, clusters=0, taylor_order=0)
         return self
+
+    @property
+    def adaptive(self) -> bool:
+        return (self.adaptive_threshold > 0 or self.target_speedup > 0) and self.fresh_interval > 1
+
+    @property
+    def error_threshold(self) -> float:
+        return self.adaptive_threshold or DEFAULT_ADAPTIVE_THRESHOLD
+
+    @property
+    def interval_ceiling(self) -> int:
+        return self.max_interval or 2 * self.fresh_interval
 
     @property
     def refresh_rule(self) -> str:

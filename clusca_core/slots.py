@@ -96,6 +96,17 @@ class RunState:
         cached = [i for i, full in enumerate(self.schedule) if not full]
         #: full steps after this one have nothing left to feed: they run without recording anything
         self.last_cached_step = cached[-1] if cached else -1
+        #: steps outside the warm-up and the caching window (they are full whatever the schedule)
+        self.forced_full = build_full_step_mask(self.locator.num_steps, config.warmup_steps, 10 ** 9, window)
+        if config.adaptive:
+            self.last_cached_step = self.num_steps
+        #: the error-adaptive schedule's state: last full step, and the cached step whose error asked for one
+        self.last_full_step: Optional[int] = None
+        self.full_requested_after: Optional[int] = None
+        #: target_speedup: the full-step budget of this run (None: no budget)
+        self.full_budget: Optional[int] = None
+        if config.adaptive and config.target_speedup > 0:
+            self.full_budget = max(1, round(self.num_steps / config.target_speedup))
         self.slots: dict[Hashable, SlotCache] = {}
         self.stats = RunStats()
         self._generators: dict[str, torch.Generator] = {}
@@ -106,8 +117,8 @@ class RunState:
         self.verified = False
         #: the image-token clusters of the last clustering (first conditioning, first batch row), on CPU
         self.cluster_snapshot: Optional[dict] = None
-        #: measure the forecast error at the representatives (verbose mode); costs one sync per call
-        self.track_probe = bool(config.verbose)
+        #: measure the forecast error at the representatives (verbose mode, adaptive schedule); one sync a call
+        self.track_probe = bool(config.verbose or config.adaptive)
 
     # -- schedule -------------------------------------------------------------------------------------
     @property
@@ -116,7 +127,41 @@ class RunState:
 
     @property
     def planned_full_steps(self) -> int:
+        """Full steps of the fixed schedule; with the adaptive schedule, the full steps taken so far."""
+        if self.config.adaptive:
+            return max(len(self.stats.full_steps), 1)
         return sum(self.schedule)
+
+    def is_full_step(self, step: int) -> bool:
+        """The fixed schedule's decision, or the error-adaptive one."""
+        if self.num_steps <= 0:
+            return True
+        if not self.config.adaptive:
+            return self.schedule[step]
+        if self.forced_full[step] or self.last_full_step is None:
+            return True
+        distance = step - self.last_full_step
+        if distance <= 0:
+            return True                     # another evaluation of the last full step (split cond/uncond)
+        if distance >= self.config.interval_ceiling:
+            return True                     # never more cached steps in a row than the ceiling allows
+        if self.full_budget is not None:
+            # keep enough of the budget for the ceiling-forced full steps still to come after this one
+            reserve = (self.num_steps - 1 - step) // self.config.interval_ceiling
+            if len(self.stats.full_steps) + reserve >= self.full_budget:
+                return False                # the budget of target_speedup is spent: no error-requested ones
+        requested = self.full_requested_after is not None and step > self.full_requested_after
+        return requested and distance >= 2
+
+    def adaptive_threshold_at(self, step: int) -> float:
+        """The error threshold at a cached step; with a budget, scaled by 2^(full steps used - budget pace)."""
+        tau = self.config.error_threshold
+        if self.full_budget is None:
+            return tau
+        warm = sum(self.forced_full[: step + 1])
+        free = max(self.num_steps - sum(self.forced_full), 1)
+        pace = warm + (self.full_budget - sum(self.forced_full)) * (step + 1 - warm) / free
+        return tau * 2.0 ** (len(self.stats.full_steps) - pace)
 
     def generator(self, device: torch.device) -> torch.Generator:
         key = str(device)
@@ -136,7 +181,7 @@ class RunState:
             return None
         position = self.locator.locate(sigma)
         step = self.locator.step_index(position)
-        full = self.schedule[step] if self.num_steps > 0 else True
+        full = self.is_full_step(step)
         slots = []
         for key in slot_keys:
             slot = self.slots.get(key)
@@ -173,6 +218,9 @@ class RunState:
             s.actual_flops += full_flops * rows
             if plan.passive:
                 return
+            if self.last_full_step is None or plan.step >= self.last_full_step:
+                self.last_full_step = plan.step
+                self.full_requested_after = None
             s.peak_cache_bytes = max(s.peak_cache_bytes, self.cache_bytes)
         else:
             s.evaluations_cached += 1
@@ -182,6 +230,8 @@ class RunState:
             if plan.probe_errors:
                 probe = float(torch.stack(plan.probe_errors).mean())
                 s.probe_errors.append((plan.step, round(plan.position, 4), probe))
+                if self.config.adaptive and probe > self.adaptive_threshold_at(plan.step):
+                    self.full_requested_after = plan.step
             if self.config.verbose:
                 log.info("ClusCa [verbose] step %d (position %.3f): cached; representatives %s; forecast error at "
                          "the representatives %s", plan.step, plan.position,
@@ -202,6 +252,7 @@ class RunState:
             "family": self.family,
             "steps": self.num_steps,
             "full_steps": full,
+            "full_step_indices": sorted(s.full_steps),
             "cached_steps": cached,
             "planned_full_steps": self.planned_full_steps,
             "evaluations_full": s.evaluations_full,

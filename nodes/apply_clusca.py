@@ -7,7 +7,7 @@ from dataclasses import fields
 from comfy_api.latest import io
 
 from ..clusca_core.config import (CACHE_DEVICES, CACHE_DTYPES, MAX_CLUSTERS, MAX_INTERVAL, MAX_TAYLOR_ORDER,
-                                  MAX_WARMUP, MEMORY_MODES, MODES, ClusCaConfig)
+                                  MAX_WARMUP, MEMORY_MODES, MODES, PRESETS, ClusCaConfig)
 from .patching import apply_clusca
 
 DEFAULTS = ClusCaConfig()
@@ -62,6 +62,20 @@ def _inputs() -> list:
         io.Boolean.Input("verbose", default=d.verbose, optional=True,
                          tooltip="Log one line per cached step with the forecast error measured at the "
                                  "representative tokens (costs one GPU sync per step)."),
+        io.Float.Input("target_speedup", default=d.target_speedup, min=0.0, max=50.0, step=0.1, optional=True,
+                       tooltip="0 = off (full steps every fresh_interval). Otherwise ClusCa decides when to run a "
+                               "full step from the forecast error it measures on the representative tokens, "
+                               "spending steps / target full steps where the error says they are needed."),
+        io.Float.Input("adaptive_threshold", default=d.adaptive_threshold, min=0.0, max=10.0, step=0.01,
+                       optional=True,
+                       tooltip="Error-adaptive schedule without a budget (0 = off): a cached step whose relative "
+                               "forecast error at the representatives exceeds this makes the next step full. With "
+                               "target_speedup it is the starting threshold (0 = 0.1)."),
+        io.Combo.Input("preset", options=list(PRESETS), default=d.preset, optional=True,
+                       tooltip="custom = use the settings on this node. quality / balanced / fast = settings "
+                               "measured on this model family's reference model (docs/benchmarks.md); they "
+                               "replace fresh_interval, warm-up, order, clusters, ratio, mode and the adaptive "
+                               "schedule (the window, seed and memory inputs still apply)."),
     ]
 
 

@@ -109,10 +109,16 @@ def _start_run(holder: ClusCaHolder, guider, sigmas) -> None:
     run = holder.start_run(sigmas, guider.model_patcher.model.model_sampling, adapter.family)
     if run is not None:
         c = holder.config
-        log.info("ClusCa enabled - %s, interval %d, warm-up %d, order %d, %d clusters, gamma %g, "
-                 "window %.2f-%.2f: %d of %d steps planned full", adapter.family, c.fresh_interval,
-                 c.warmup_steps, c.taylor_order, c.clusters, c.propagation_ratio, c.start_percent,
-                 c.end_percent, run.planned_full_steps, run.num_steps)
+        if not c.adaptive:
+            plan = f"{run.planned_full_steps} of {run.num_steps} steps planned full"
+        else:
+            budget = (f", target speed-up {c.target_speedup:g} = about {run.full_budget} full steps"
+                      if run.full_budget is not None else "")
+            plan = (f"error-adaptive schedule over {run.num_steps} steps (threshold {c.error_threshold:g}{budget}, "
+                    f"at most {c.interval_ceiling - 1} cached steps in a row)")
+        log.info("ClusCa enabled - %s, mode %s, interval %d, warm-up %d, order %d, %d clusters, gamma %g, "
+                 "window %.2f-%.2f: %s", adapter.family, c.mode, c.fresh_interval, c.warmup_steps, c.taylor_order,
+                 c.clusters, c.propagation_ratio, c.start_percent, c.end_percent, plan)
 
 
 def _finish_run(template: ClusCaHolder, holder: ClusCaHolder, seconds=None) -> None:
@@ -194,7 +200,16 @@ def apply_clusca(model, config: ClusCaConfig, node_id=None):
     if adapter is None:
         log.warning("ClusCa - %s; the model passes through unchanged.", reason)
         return model
-    if adapter.reference_settings and all(getattr(config, k) == getattr(ClusCaConfig(), k) for k in REFERENCE_FIELDS):
+    if config.preset != "custom":
+        settings = adapter.presets.get(config.preset)
+        if settings is None:
+            log.warning("ClusCa - %s has no preset %r; the node's inputs are used as given.", adapter.family,
+                        config.preset)
+        else:
+            config = config.with_changes(**{**adapter.reference_settings, **settings}).validated()
+            log.info("ClusCa - %s: preset %s: %s", adapter.family, config.preset, settings)
+    elif adapter.reference_settings and all(getattr(config, k) == getattr(ClusCaConfig(), k)
+                                            for k in REFERENCE_FIELDS):
         config = config.with_changes(**adapter.reference_settings)
         log.info("ClusCa - %s: inputs left at their defaults, using the family's reference settings %s",
                  adapter.family, adapter.reference_settings)

@@ -207,3 +207,53 @@ def test_apply_clusca_caches_steps_on_every_reference_model(name):
     assert torch.isfinite(out["samples"]).all()
     assert summary["cached_steps"] > 0 and summary["full_steps"] < 6, summary
     assert decode(spec, out).shape[0] >= 1
+
+
+
+@pytest.mark.parametrize("name, threshold, interval", [("flux_shapes.safetensors", 0.08, 4),
+                                                       ("hunyuan_video_shapes.safetensors", 0.06, 3)])
+def test_adaptive_schedule_follows_the_measured_errors_and_beats_the_fixed_one(name, threshold, interval):
+    """Every cached step whose error at the representatives exceeds the threshold is followed by a full step;
+    on a trained model the adaptive schedule gets closer to the uncached output than the fixed schedule
+    with at least as many full steps (one prompt and seed; docs/benchmarks.md has the averages)."""
+    model, spec = load(name)
+    positive, negative, latent = prompt(spec, PROMPTS[spec.family].format("red"))
+    steps = 30
+    base = decode(spec, ksample(model, positive, negative, latent, steps=steps))
+    fixed = apply_node(model, mode="taylorseer", fresh_interval=interval, warmup_steps=1)
+    fixed_out = decode(spec, ksample(fixed, positive, negative, latent, steps=steps))
+    adaptive = apply_node(model, mode="clusca-error", fresh_interval=3, warmup_steps=1, clusters=16,
+                          adaptive_threshold=threshold)
+    adaptive_out = decode(spec, ksample(adaptive, positive, negative, latent, steps=steps))
+    s, s_fixed = last_summary(adaptive), last_summary(fixed)
+    assert s["probe_errors"], "the adaptive schedule measured nothing"
+    fulls = set(s["full_step_indices"])
+    assert fulls != set(s_fixed["full_step_indices"])
+    for step, _, err in s["probe_errors"]:
+        if err > threshold and step + 1 < steps:
+            assert step + 1 in fulls, (step, err, sorted(fulls))
+    assert s["full_steps"] <= s_fixed["full_steps"], (s["full_steps"], s_fixed["full_steps"])
+    mse = lambda a: float(((a - base) ** 2).mean())
+    assert mse(adaptive_out) < mse(fixed_out), (mse(adaptive_out), mse(fixed_out))
+
+
+@pytest.mark.parametrize("name", sorted(FAMILIES))
+def test_presets_apply_the_family_settings_and_run(name):
+    model, spec = load(name)
+    adapter = pack_module("nodes.adapters").find_adapter(model.model.diffusion_model)[0]
+    assert set(adapter.presets) == {"quality", "balanced", "fast"}
+    positive, negative, latent = prompt(spec, PROMPTS[spec.family].format("blue"))
+    full_steps = {}
+    for preset in ("quality", "balanced", "fast"):
+        patched = apply_node(model, preset=preset, fresh_interval=2, clusters=3)    # replaced by the preset
+        config = patched.model_options["transformer_options"]["clusca"].config
+        for key, value in {**adapter.reference_settings, **adapter.presets[preset]}.items():
+            assert getattr(config, key) == value, (preset, key)
+        out = ksample(patched, positive, negative, latent, steps=20)
+        assert torch.isfinite(out["samples"]).all()
+        full_steps[preset] = last_summary(patched)["full_steps"]
+    assert full_steps["quality"] >= full_steps["balanced"] >= full_steps["fast"], full_steps
+    custom = apply_node(model, preset="custom", fresh_interval=2, clusters=3)
+    assert custom.model_options["transformer_options"]["clusca"].config.fresh_interval == 2
+    with pytest.raises(ValueError, match="representatives"):
+        apply_node(model, preset="balanced", memory_mode="lite")

@@ -24,6 +24,13 @@ class CallInfo:
     extras: dict = field(default_factory=dict)
 
 
+def adaptive_presets(quality: float, balanced: float, fast: float, mode: str = "clusca") -> dict:
+    """quality / balanced / fast as error-adaptive schedules: the thresholds are measured per family on its
+    reference model (``python -m benchmarks.suite --part fidelity``); mode and ceiling are shared."""
+    return {name: {"mode": mode, "adaptive_threshold": threshold, "target_speedup": 0.0}
+            for name, threshold in (("quality", quality), ("balanced", balanced), ("fast", fast))}
+
+
 class Adapter:
     """Base class; subclasses are used as classes (no instances, no state)."""
 
@@ -33,6 +40,9 @@ class Adapter:
     block_kinds: tuple[str, ...] = ()
     #: the reference code's settings for this family, used when the node is left at its defaults
     reference_settings: dict = {}
+    #: named presets (quality / balanced / fast): settings measured on the family's reference model
+    #: (docs/benchmarks.md), applied on top of ``reference_settings``
+    presets: dict = {}
 
     @classmethod
     def probe(cls, diffusion_model) -> tuple[bool, str]:

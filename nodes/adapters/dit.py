@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 
 from ..dit.model import DiT, modulate
-from .base import Adapter, CallInfo, close_enough
+from .base import Adapter, CallInfo, adaptive_presets, close_enough
 from .block_steps import forecast_attn_mlp, run_full_captured
 
 
@@ -37,6 +37,8 @@ class DiTAdapter(Adapter):
     block_kinds = ("double_block",)
     # The reference DiT sample script: interval 4, warm-up 2 (first_enhance), Taylor order 4.
     reference_settings = {"fresh_interval": 4, "warmup_steps": 2, "taylor_order": 4}
+    #: measured on the reference model: docs/benchmarks.md, "Presets"
+    presets = adaptive_presets(0.03, 0.05, 0.08)
 
     @classmethod
     def probe(cls, diffusion_model) -> tuple[bool, str]:

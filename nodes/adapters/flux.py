@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 
-from .base import Adapter, CallInfo
+from .base import Adapter, CallInfo, adaptive_presets
 from .flux_blocks import double_layout_ok, flux_style_flops, run_double_block, run_single_block, single_layout_ok
 
 
@@ -24,6 +24,8 @@ class FluxAdapter(Adapter):
     key = "flux"
     family = "FLUX.1"
     block_kinds = ("double_block", "single_block")
+    #: measured on the reference model: docs/benchmarks.md, "Presets"
+    presets = adaptive_presets(0.05, 0.08, 0.12)
 
     @classmethod
     def probe(cls, diffusion_model) -> tuple[bool, str]:

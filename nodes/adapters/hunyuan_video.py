@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 
-from .base import Adapter, CallInfo
+from .base import Adapter, CallInfo, adaptive_presets
 from .flux_blocks import double_layout_ok, flux_style_flops, run_double_block, run_single_block, single_layout_ok
 
 
@@ -32,6 +32,8 @@ class HunyuanVideoAdapter(Adapter):
     # The reference scripts' video settings (sample.sh / vbench.sh): interval 5, warm-up 1, order 1, K=32, γ=0.01.
     reference_settings = {"fresh_interval": 5, "warmup_steps": 1, "taylor_order": 1, "clusters": 32,
                           "propagation_ratio": 0.01}
+    #: measured on the reference model: docs/benchmarks.md, "Presets"
+    presets = adaptive_presets(0.03, 0.05, 0.08)
 
     @classmethod
     def probe(cls, diffusion_model) -> tuple[bool, str]:
