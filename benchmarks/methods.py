@@ -32,23 +32,42 @@ class Method:
         if self.node is None:
             return model
         import nodes
-        inputs = dict(FAMILY_SETTINGS[family], **self.node)
+        inputs = dict(self.node) if self.extra.get("node_defaults") else dict(FAMILY_SETTINGS[family], **self.node)
         return nodes.NODE_CLASS_MAPPINGS["ApplyClusCa"].execute(model=model, **inputs).result[0]
 
 
-def interval_methods(intervals, modes=("fora", "taylorseer", "clusca", "clusca-error"), lite=True) -> list[Method]:
+def interval_methods(intervals, modes=("fora", "taylorseer", "clusca", "clusca-error"),
+                     lite_intervals=(3, 5)) -> list[Method]:
     out = []
     for n in intervals:
         for mode in modes:
             out.append(Method(f"{mode} N={n}", mode, node=dict(fresh_interval=n, mode=mode), interval=n))
-        if lite:
+        if n in lite_intervals:
             out.append(Method(f"lite N={n}", "lite (TaylorSeer-Lite)",
                               node=dict(fresh_interval=n, mode="taylorseer", memory_mode="lite"), interval=n))
     return out
 
 
-def easycache_methods(thresholds=(0.1, 0.2, 0.4)) -> list[Method]:
+def adaptive_methods(thresholds=(0.03, 0.05, 0.08, 0.12), modes=("clusca-error", "clusca"),
+                     targets=(4.0, 5.0)) -> list[Method]:
+    """The error-adaptive schedule: by threshold (per mode), and with a full-step budget (target speed-up)."""
+    out = [Method(f"{mode} adaptive t={t:g}", f"{mode} adaptive", node=dict(fresh_interval=5, mode=mode,
+                                                                        adaptive_threshold=t))
+           for mode in modes for t in thresholds]
+    out += [Method(f"clusca-error target {t:g}x", "clusca-error target speed-up",
+                   node=dict(fresh_interval=5, mode="clusca-error", target_speedup=t)) for t in targets]
+    return out
+
+
+def easycache_methods(thresholds=(0.02, 0.05, 0.1)) -> list[Method]:
     return [Method(f"easycache t={t}", "easycache", easycache=t) for t in thresholds]
+
+
+def preset_methods(presets=("quality", "balanced", "fast")) -> list[Method]:
+    """The node as a user leaves it (defaults, i.e. the family's reference settings) and its named presets."""
+    out = [Method("node defaults", "node defaults", node={}, extra={"node_defaults": True})]
+    return out + [Method(f"preset {p}", "presets", node=dict(preset=p), extra={"node_defaults": True})
+                  for p in presets]
 
 
 UNCACHED = Method("uncached", "uncached")

@@ -8,7 +8,9 @@ Parts (``--part``, default all that the machine allows):
   (steps / full steps), wall-clock ratio to no caching (same process, methods alternating per condition),
   peak cache bytes, and PSNR / SSIM / relative L2 of the decoded output against the uncached one, averaged
   over the conditions (>= 8).
-- ``speed``: a mid-size random-weight architecture per family on CPU (the presets of benchmarks/presets.py):
+- ``presets``: the node left at its defaults and its quality / balanced / fast presets on the same reference
+  models and conditions (the README's preset table).
+- ``speed``: a mid-size random-weight architecture per family on CPU (the architectures of benchmarks/presets.py):
   uncached and the main methods alternating, wall-clock ratio vs the schedule bound, the cost of a cached
   step as a share of a full step (per-call timing), peak cache bytes against the minimum for TaylorSeer
   order 1 in bf16.
@@ -28,15 +30,17 @@ import argparse
 import json
 import platform
 import statistics
+import sys
 import time
 from collections import defaultdict
 from pathlib import Path
+from typing import Optional
 
 import torch
 
 from devkit.comfy_env import REPO, load_pack
 
-from .methods import UNCACHED, Method, easycache_methods, interval_methods
+from .methods import UNCACHED, Method, adaptive_methods, easycache_methods, interval_methods, preset_methods
 from .timing import median
 
 DOCS = REPO / "docs"
@@ -146,7 +150,7 @@ SPEED_METHODS = [
 ]
 
 
-def run_speed(families: list[str], repeats: int) -> list[dict]:
+def run_speed(families: list[str], repeats: int, only: Optional[list[str]] = None) -> list[dict]:
     from devkit.metrics import psnr
     from devkit.tiny_models import sample
     from .presets import PRESETS
@@ -157,7 +161,7 @@ def run_speed(families: list[str], repeats: int) -> list[dict]:
         pos, neg = p.conds()
         variants = {}
         logs = {}
-        for method in [UNCACHED] + SPEED_METHODS:
+        for method in [UNCACHED] + [m for m in SPEED_METHODS if not only or m.name in only]:
             logs[method.name] = CallLog()
             variants[method.name] = instrumented(method.apply(model, fam), logs[method.name])
         times = defaultdict(list)
@@ -245,10 +249,12 @@ def fmt_bytes(n) -> str:
 
 
 def markdown(data: dict) -> str:
-    lines = ["# Benchmarks", "", f"Machine: {data['machine']}. Command: `{data['command']}`.", ""]
+    commands = data.get("commands", {})
+    lines = ["# Benchmarks", "", f"Machine: {data['machine']}. Each part was produced by the command named in its "
+             "section; `docs/benchmarks.json` holds every number.", ""]
     fid = data.get("fidelity") or []
     if fid:
-        lines += ["## Fidelity on the trained reference models", "",
+        lines += ["## Fidelity on the trained reference models", "", f"Command: `{commands.get('fidelity', '?')}`", "",
                   f"{fid[0]['steps']} euler steps, CFG {fid[0]['cfg']}, {fid[0]['conditions']} prompt/seed conditions "
                   "per model; fidelity of the decoded output against the uncached output (mean over conditions). "
                   "Bound = steps / full steps (model calls for EasyCache). The wall-clock ratio on these small "
@@ -265,9 +271,10 @@ def markdown(data: dict) -> str:
                              f"{fmt_bytes(r['peak_cache_bytes'])} |")
             lines.append("")
         lines += ["![fidelity vs speed-up](images/benchmark_fidelity.png)", ""]
+    lines += preset_table(data.get("presets") or [], commands.get("presets", "?"))
     spd = data.get("speed") or []
     if spd:
-        lines += ["## Speed on mid-size random-weight architectures (CPU)", "",
+        lines += ["## Speed on mid-size random-weight architectures (CPU)", "", f"Command: `{commands.get('speed', '?')}`", "",
                   "Uncached and every method alternate in one process; ratio of median wall-clock times. The cached "
                   "step cost is the median cached model call over the median uncached call. Cache memory is "
                   "compared with the minimum for TaylorSeer order 1 in bf16 (measured: that configuration's peak).", ""]
@@ -301,6 +308,27 @@ def markdown(data: dict) -> str:
     return "\n".join(lines)
 
 
+def preset_table(rows: list[dict], command: str) -> list[str]:
+    """The presets measured on every reference model: full steps, bound and PSNR per family."""
+    if not rows:
+        return []
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    lines = ["## Presets", "", f"Command: `{command}`", "",
+             f"The node's presets on the reference models ({rows[0]['steps']} euler steps, CFG {rows[0]['cfg']}, "
+             f"{rows[0]['conditions']} conditions per model): full steps, schedule bound and PSNR of the decoded "
+             "output against the uncached one. *node defaults* = the node as dropped in (the family's reference "
+             "settings, fixed schedule).", "",
+             "| preset | " + " | ".join(m.replace(".safetensors", "") for m in models) + " |",
+             "|---|" + "---|" * len(models)]
+    for method in dict.fromkeys(r["method"] for r in rows if r["method"] != "uncached"):
+        cells = []
+        for m in models:
+            r = next(r for r in rows if r["model"] == m and r["method"] == method)
+            cells.append(f"{r['full_steps']:.1f} full, {r['schedule_bound']:.2f}x, {r.get('psnr', float('nan')):.1f} dB")
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
 def plot(fid: list[dict], path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
@@ -327,31 +355,39 @@ def plot(fid: list[dict], path: Path) -> None:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--part", action="append", choices=("fidelity", "speed", "gpu"))
+    ap.add_argument("--part", action="append", choices=("fidelity", "presets", "speed", "gpu"))
     ap.add_argument("--seeds", type=int, default=8)
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--cfg", type=float, default=4.0)
     ap.add_argument("--intervals", default="3,4,5,6,7")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--families", default="flux,hunyuan_video,dit")
+    ap.add_argument("--speed-methods", default="", help="comma-separated subset of the speed methods (default: all)")
     ap.add_argument("--quick", action="store_true", help="2 conditions, intervals 3 and 5, 1 speed repeat")
     ap.add_argument("--out", default=str(DOCS / "benchmarks.json"))
     args = ap.parse_args(argv)
     if args.quick:
         args.seeds, args.intervals, args.repeats = 2, "3,5", 1
     load_pack()
-    parts = args.part or ["fidelity", "speed", "gpu"]
+    parts = args.part or ["fidelity", "presets", "speed", "gpu"]
     data = {"machine": f"{platform.machine()}, {torch.get_num_threads()} CPU threads, torch {torch.__version__}",
-            "command": "python -m benchmarks.suite " + " ".join(argv or [])}
+            }
+    command = " ".join(["python -m benchmarks.suite"] + list(sys.argv[1:] if argv is None else argv))
     out = Path(args.out)
     if out.exists():
         data = {**json.loads(out.read_text()), **data}
+    data.pop("command", None)
+    data["commands"] = {**data.get("commands", {}), **{part: command for part in parts}}
     if "fidelity" in parts:
-        methods = interval_methods([int(n) for n in args.intervals.split(",")]) + easycache_methods()
+        methods = (interval_methods([int(n) for n in args.intervals.split(",")]) + adaptive_methods()
+                   + easycache_methods())
         data["fidelity"] = run_fidelity(methods, args.seeds, args.steps, args.cfg, args.quick)
         plot(data["fidelity"], DOCS / "images" / "benchmark_fidelity.png")
+    if "presets" in parts:
+        data["presets"] = run_fidelity(preset_methods(), args.seeds, args.steps, args.cfg, args.quick)
     if "speed" in parts:
-        data["speed"] = run_speed(args.families.split(","), args.repeats)
+        data["speed"] = run_speed(args.families.split(","), args.repeats,
+                                  [m for m in args.speed_methods.split(",") if m] or None)
     if "gpu" in parts:
         if torch.cuda.is_available():
             data["gpu"] = run_gpu(args.steps)
