@@ -7,6 +7,8 @@ from typing import Optional
 
 import torch
 
+from .tokens import gather_tokens
+
 
 def _working_dtype(dtype: torch.dtype) -> torch.dtype:
     """Differences are formed in at least float32."""
@@ -77,29 +79,30 @@ class TaylorCache:
     def distance(self, position: float) -> float:
         return float(position) - self.position
 
+    def _higher_terms(self, position: float):
+        """``(F_i, d^i / i!)`` for i >= 1 at ``position``, leaving out zero coefficients."""
+        d = self.distance(position)
+        for i in range(1, len(self.factors)):
+            coef = d ** i / math.factorial(i)
+            if coef != 0.0:
+                yield self.factors[i], coef
+
     def predict(self, position: float) -> torch.Tensor:
         """Forecast at ``position``; a new tensor (the factors are never modified)."""
         if not self.factors:
             raise RuntimeError("TaylorCache.predict called before any full step was recorded")
-        d = self.distance(position)
         out = self.factors[0].clone()
-        for i in range(1, len(self.factors)):
-            coef = d ** i / math.factorial(i)
-            if coef != 0.0:
-                out.add_(self.factors[i], alpha=coef)
+        for factor, coef in self._higher_terms(position):
+            out.add_(factor, alpha=coef)
         return out
 
     def forecast_rows(self, index: torch.Tensor, position: float, device=None, dtype=None) -> torch.Tensor:
         """The forecast of the tokens ``index`` (B, K) only: (B, K, D), without touching the other tokens."""
-        from .tokens import gather_tokens
-        d = self.distance(position)
         device = torch.device(device) if device is not None else index.device
         idx = index.to(self.factors[0].device)
         out = self._fetch(gather_tokens(self.factors[0], idx), device, dtype).clone()
-        for i in range(1, len(self.factors)):
-            coef = d ** i / math.factorial(i)
-            if coef != 0.0:
-                out.add_(self._fetch(gather_tokens(self.factors[i], idx), device, dtype), alpha=coef)
+        for factor, coef in self._higher_terms(position):
+            out.add_(self._fetch(gather_tokens(factor, idx), device, dtype), alpha=coef)
         return out
 
     def order0_on(self, device: torch.device) -> torch.Tensor:
@@ -117,12 +120,9 @@ class TaylorCache:
         ``base`` itself). One fused pass per Taylor factor."""
         if not self.factors:
             raise RuntimeError("TaylorCache.add_forecast called before any full step was recorded")
-        d = self.distance(position)
         torch.addcmul(base, gate, self._fetch(self.factors[0], out.device, out.dtype), out=out)
-        for i in range(1, len(self.factors)):
-            coef = d ** i / math.factorial(i)
-            if coef != 0.0:
-                out.addcmul_(gate, self._fetch(self.factors[i], out.device, out.dtype), value=coef)
+        for factor, coef in self._higher_terms(position):
+            out.addcmul_(gate, self._fetch(factor, out.device, out.dtype), value=coef)
         return out
 
     @property

@@ -41,21 +41,23 @@ class ClusCaBlockPatch:
         self.inner = inner   # a block patch another node installed before ours, kept and called on full steps
 
     def __call__(self, args: dict, extra: dict) -> dict:
-        if _is_compiling():
-            # Under torch.compile the block runs eagerly: graphs compiled earlier (e.g. for the same model
-            # without ClusCa) would not call the forward hooks that capture the branch outputs.
-            return _run_eagerly(self._run, args, extra)
-        return self._run(args, extra)
+        # Under torch.compile the block runs eagerly: graphs compiled earlier (e.g. for the same model
+        # without ClusCa) would not call the forward hooks that capture the branch outputs.
+        return _eager(self._run, args, extra)
+
+    def _original(self, args: dict, extra: dict) -> dict:
+        """The block as it would run without ClusCa (through another node's patch, if there was one)."""
+        return self.inner(args, extra) if self.inner is not None else extra["original_block"](args)
 
     def _run(self, args: dict, extra: dict) -> dict:
         holder = (args.get("transformer_options") or {}).get(KEY)
         run = getattr(holder, "run", None)
         plan = run.current if run is not None else None
         if plan is None:
-            return self.inner(args, extra) if self.inner is not None else extra["original_block"](args)
+            return self._original(args, extra)
         plan.blocks_run += 1
         if plan.failed or plan.passive:
-            return self.inner(args, extra) if self.inner is not None else extra["original_block"](args)
+            return self._original(args, extra)
         adapter = plan.adapter
         run_block = adapter.run_lite_block if plan.config.memory_mode == "lite" else adapter.run_block
         if plan.full:
@@ -65,7 +67,7 @@ class ClusCaBlockPatch:
         except Exception as exc:  # noqa: BLE001 - fall back to the real block rather than break the run
             log.debug("ClusCa cached block failed", exc_info=True)
             plan.abandon(f"{self.kind} {self.index}: {type(exc).__name__}: {exc}")
-            return self.inner(args, extra) if self.inner is not None else extra["original_block"](args)
+            return self._original(args, extra)
 
 
 def _is_compiling() -> bool:
@@ -73,8 +75,9 @@ def _is_compiling() -> bool:
     return bool(compiler is not None and getattr(compiler, "is_compiling", lambda: False)())
 
 
-def _run_eagerly(fn, *args, **kwargs):
-    return torch.compiler.disable(fn)(*args, **kwargs)
+def _eager(fn, *args):
+    """``fn(*args)``; while torch.compile traces, outside the graph (ClusCa's bookkeeping is Python state)."""
+    return torch.compiler.disable(fn)(*args) if _is_compiling() else fn(*args)
 
 
 def outer_sample_wrapper(executor, *args, **kwargs):
@@ -151,8 +154,7 @@ def diffusion_model_wrapper(executor, *args, **kwargs):
     if run is None or run.disabled:
         return executor(*args, **kwargs)
     try:
-        plan, info = (_run_eagerly(_plan_call, run, holder, dm, bound, to) if _is_compiling()
-                      else _plan_call(run, holder, dm, bound, to))
+        plan, info = _eager(_plan_call, run, holder, dm, bound, to)
     except Exception as exc:  # noqa: BLE001 - an unexpected call shape runs in full instead of failing
         log.debug("ClusCa could not plan a call", exc_info=True)
         run.disabled = f"{type(exc).__name__}: {exc}"
@@ -165,10 +167,7 @@ def diffusion_model_wrapper(executor, *args, **kwargs):
         out = executor(*args, **kwargs)
     finally:
         run.current = None
-    if _is_compiling():
-        _run_eagerly(run.finish_call, plan, info.full_flops, info.cached_flops)
-    else:
-        run.finish_call(plan, info.full_flops, info.cached_flops)
+    _eager(run.finish_call, plan, info.full_flops, info.cached_flops)
     return out
 
 
