@@ -16,7 +16,7 @@ import torch
 from comfy_api.latest import io
 
 from .holder import KEY, ClusCaHolder
-from .patching import RUN_LISTENERS
+from .patching import add_run_listener
 
 #: pixels per latent pixel when no image gives the size (the VAEs of FLUX, HunyuanVideo and SD 1.x)
 DEFAULT_SCALE = 8
@@ -38,9 +38,7 @@ def _remember(template, summary) -> None:
         _LAST_BY_NODE[str(node_id)] = (template.family_key, template.config, clusters)
 
 
-setattr(_remember, _MARK, True)
-RUN_LISTENERS[:] = [fn for fn in RUN_LISTENERS if not getattr(fn, _MARK, False)]
-RUN_LISTENERS.append(_remember)
+add_run_listener(_remember, _MARK)
 
 
 def find_clusters(model) -> dict:

@@ -32,6 +32,14 @@ REFERENCE_FIELDS = ("fresh_interval", "warmup_steps", "taylor_order", "clusters"
 RUN_LISTENERS: list = []
 
 
+def add_run_listener(fn, mark: str) -> None:
+    """Add ``fn`` to ``RUN_LISTENERS`` once: it is tagged with the attribute ``mark``, and an earlier listener
+    with the same tag (a reloaded module's copy) is replaced instead of kept beside it."""
+    setattr(fn, mark, True)
+    RUN_LISTENERS[:] = [f for f in RUN_LISTENERS if not getattr(f, mark, False)]
+    RUN_LISTENERS.append(fn)
+
+
 class ClusCaBlockPatch:
     """The ``patches_replace["dit"]`` entry of one block. Picklable/deep-copyable: it holds plain values."""
 

@@ -13,7 +13,7 @@ import math
 import sys
 import time
 
-from .patching import RUN_LISTENERS
+from .patching import add_run_listener
 
 log = logging.getLogger("ClusCa")
 
@@ -85,13 +85,9 @@ def send_stats(template, summary: dict) -> bool:
     return True
 
 
-setattr(send_stats, _MARK, True)
-
-
 def register() -> None:
     """Add the listener once (a reloaded module replaces the earlier copy instead of adding a second)."""
-    RUN_LISTENERS[:] = [fn for fn in RUN_LISTENERS if not getattr(fn, _MARK, False)]
-    RUN_LISTENERS.append(send_stats)
+    add_run_listener(send_stats, _MARK)
 
 
 register()

@@ -71,10 +71,6 @@ def find_class(name: str) -> int:
     raise ValueError(f"'{name}' is not an ImageNet class name{hint}")
 
 
-def class_name(index: int) -> str:
-    return "null class (unconditional)" if index == NULL_CLASS else imagenet_classes()[index]
-
-
 def label_conditioning(index: int) -> list:
     """A CONDITIONING holding one class label (``NULL_CLASS`` = unconditional)."""
     return [[torch.zeros(1, 1, 1), {LABEL_KEY: torch.tensor([int(index)], dtype=torch.long)}]]

@@ -45,11 +45,10 @@ def resolve(name: Union[str, Path], directory: Union[str, Path, None] = None) ->
 def read_reference_file(path: Union[str, Path]) -> tuple[dict, ReferenceSpec]:
     """(state dict, spec) of a reference model file; the spec's embedder holds the conditioning tables."""
     import safetensors
-    import safetensors.torch
     path = Path(path)
-    with safetensors.safe_open(str(path), framework="pt") as f:
+    with safetensors.safe_open(str(path), framework="pt") as f:      # one open: metadata and tensors
         metadata = f.metadata()
-    sd = safetensors.torch.load_file(str(path))
+        sd = {k: f.get_tensor(k) for k in f.keys()}
     spec = ReferenceSpec.from_metadata(metadata, name=path.name[: -len(SUFFIX)] if path.name.endswith(SUFFIX) else path.name)
     embedder = spec.make_embedder()
     if embedder is not None:
