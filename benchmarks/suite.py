@@ -79,7 +79,7 @@ def fidelity(a: torch.Tensor, b: torch.Tensor) -> dict:
 
 # -- fidelity on the trained reference models ---------------------------------------------------------------
 
-def run_fidelity(methods: list[Method], seeds: int, steps: int, cfg: float, quick: bool) -> list[dict]:
+def run_fidelity(methods: list[Method], seeds: int, steps: int, cfg: float) -> list[dict]:
     from devkit.tiny_models import sample
     from devkit.comfy_env import pack_module
     ref = pack_module("nodes.reference")
@@ -241,11 +241,9 @@ def run_gpu(steps: int = 50) -> list[dict]:
 # -- reports -----------------------------------------------------------------------------------------------
 
 def fmt_bytes(n) -> str:
-    n = float(n or 0)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
+    """The node's own byte format (the pack's ``nodes.holder.format_bytes``) for a JSON number or None."""
+    from devkit.comfy_env import pack_module
+    return pack_module("nodes.holder").format_bytes(int(n or 0))
 
 
 def markdown(data: dict) -> str:
@@ -381,10 +379,10 @@ def main(argv=None) -> int:
     if "fidelity" in parts:
         methods = (interval_methods([int(n) for n in args.intervals.split(",")]) + adaptive_methods()
                    + easycache_methods())
-        data["fidelity"] = run_fidelity(methods, args.seeds, args.steps, args.cfg, args.quick)
+        data["fidelity"] = run_fidelity(methods, args.seeds, args.steps, args.cfg)
         plot(data["fidelity"], DOCS / "images" / "benchmark_fidelity.png")
     if "presets" in parts:
-        data["presets"] = run_fidelity(preset_methods(), args.seeds, args.steps, args.cfg, args.quick)
+        data["presets"] = run_fidelity(preset_methods(), args.seeds, args.steps, args.cfg)
     if "speed" in parts:
         data["speed"] = run_speed(args.families.split(","), args.repeats,
                                   [m for m in args.speed_methods.split(",") if m] or None)

@@ -42,6 +42,23 @@ def clusca(wf, pos, **widgets):
     return wf.add("ApplyClusCa", pos, widgets, color=CLUSCA_COLOR, bgcolor=CLUSCA_BGCOLOR)
 
 
+def sample_decode_save(wf, cc, positive, negative, latent, vae, sampler_widgets: dict, prefix: str,
+                       xs=(1240, 1600, 1950), save_size=(400, 440), map_pos=(1480, 500)) -> None:
+    """KSampler (seed 42, denoise 1) on the ClusCa model -> VAE Decode -> Save Image, and a cluster map;
+    ``positive`` / ``negative`` are (node, output) pairs; ``xs`` the three nodes' x positions."""
+    sampler = wf.add("KSampler", (xs[0], 20), {"seed": 42, "denoise": 1.0, **sampler_widgets})
+    wf.link(cc, 0, sampler, "model")
+    wf.link(*positive, sampler, "positive")
+    wf.link(*negative, sampler, "negative")
+    wf.link(latent, 0, sampler, "latent_image")
+    decode = wf.add("VAEDecode", (xs[1], 20))
+    wf.link(sampler, 0, decode, "samples")
+    wf.link(vae, 0, decode, "vae")
+    save = wf.add("SaveImage", (xs[2], 20), {"filename_prefix": prefix}, size=save_size)
+    wf.link(decode, 0, save, "images")
+    cluster_map(wf, map_pos, cc, sampler, decode)
+
+
 def cluster_map(wf, pos, model_node, sampler, image_node, output="preview", prefix=None):
     m = wf.add("ClusCaClusterMap", pos, color=CLUSCA_COLOR, bgcolor=CLUSCA_BGCOLOR)
     wf.link(model_node, 0, m, "model")
@@ -86,18 +103,8 @@ def flux_dev(oi) -> UIWorkflow:
     zero = wf.add("ConditioningZeroOut", (900, 560))
     wf.link(text, 0, zero, "conditioning")
     latent = wf.add("EmptySD3LatentImage", (480, 660), {"width": 1024, "height": 1024, "batch_size": 1})
-    sampler = wf.add("KSampler", (1240, 20), {"seed": 42, "steps": 50, "cfg": 1.0, "sampler_name": "euler",
-                                              "scheduler": "simple", "denoise": 1.0})
-    wf.link(cc, 0, sampler, "model")
-    wf.link(guidance, 0, sampler, "positive")
-    wf.link(zero, 0, sampler, "negative")
-    wf.link(latent, 0, sampler, "latent_image")
-    decode = wf.add("VAEDecode", (1600, 20))
-    wf.link(sampler, 0, decode, "samples")
-    wf.link(vae, 0, decode, "vae")
-    save = wf.add("SaveImage", (1950, 20), {"filename_prefix": "ClusCa/flux_dev"}, size=(400, 440))
-    wf.link(decode, 0, save, "images")
-    cluster_map(wf, (1480, 500), cc, sampler, decode)
+    sample_decode_save(wf, cc, (guidance, 0), (zero, 0), latent, vae,
+                       {"steps": 50, "cfg": 1.0, "sampler_name": "euler", "scheduler": "simple"}, "ClusCa/flux_dev")
     return wf
 
 
@@ -138,18 +145,8 @@ def flux_kontext(oi) -> UIWorkflow:
     wf.link(ref, 0, guidance, "conditioning")
     zero = wf.add("ConditioningZeroOut", (900, 680))
     wf.link(text, 0, zero, "conditioning")
-    sampler = wf.add("KSampler", (1240, 20), {"seed": 42, "steps": 30, "cfg": 1.0, "sampler_name": "euler",
-                                              "scheduler": "simple", "denoise": 1.0})
-    wf.link(cc, 0, sampler, "model")
-    wf.link(guidance, 0, sampler, "positive")
-    wf.link(zero, 0, sampler, "negative")
-    wf.link(encode, 0, sampler, "latent_image")
-    decode = wf.add("VAEDecode", (1600, 20))
-    wf.link(sampler, 0, decode, "samples")
-    wf.link(vae, 0, decode, "vae")
-    save = wf.add("SaveImage", (1950, 20), {"filename_prefix": "ClusCa/flux_kontext"}, size=(400, 440))
-    wf.link(decode, 0, save, "images")
-    cluster_map(wf, (1480, 500), cc, sampler, decode)
+    sample_decode_save(wf, cc, (guidance, 0), (zero, 0), encode, vae,
+                       {"steps": 30, "cfg": 1.0, "sampler_name": "euler", "scheduler": "simple"}, "ClusCa/flux_kontext")
     return wf
 
 
@@ -175,18 +172,9 @@ def dit_xl(oi) -> UIWorkflow:
     latent = wf.add("EmptyLatentImage", (20, 800), {"width": 256, "height": 256, "batch_size": 1})
     cc = clusca(wf, (480, 20))
     wf.link(loader, 0, cc, "model")
-    sampler = wf.add("KSampler", (880, 20), {"seed": 42, "steps": 50, "cfg": 4.0, "sampler_name": "ddim",
-                                             "scheduler": "ddim_uniform", "denoise": 1.0})
-    wf.link(cc, 0, sampler, "model")
-    wf.link(label, "positive", sampler, "positive")
-    wf.link(label, "negative", sampler, "negative")
-    wf.link(latent, 0, sampler, "latent_image")
-    decode = wf.add("VAEDecode", (1240, 20))
-    wf.link(sampler, 0, decode, "samples")
-    wf.link(vae, 0, decode, "vae")
-    save = wf.add("SaveImage", (1590, 20), {"filename_prefix": "ClusCa/dit_xl"}, size=(320, 360))
-    wf.link(decode, 0, save, "images")
-    cluster_map(wf, (1120, 420), cc, sampler, decode)
+    sample_decode_save(wf, cc, (label, "positive"), (label, "negative"), latent, vae,
+                       {"steps": 50, "cfg": 4.0, "sampler_name": "ddim", "scheduler": "ddim_uniform"}, "ClusCa/dit_xl",
+                       xs=(880, 1240, 1590), save_size=(320, 360), map_pos=(1120, 420))
     return wf
 
 

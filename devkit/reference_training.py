@@ -15,15 +15,13 @@ import torch
 
 from .comfy_env import load_pack, pack_module
 from . import shapes
-from .tiny_models import with_version_fields
+from .tiny_models import sample as sample_latent, with_version_fields
 
 load_pack()
 
 import comfy.model_sampling  # noqa: E402
-import comfy.sample  # noqa: E402
 import comfy.samplers  # noqa: E402
 
-CPU = torch.device("cpu")
 
 
 def _ref(name):
@@ -59,12 +57,10 @@ class TrainConfig:
 
 
 def flux_family(hidden=96, heads=3, depth=2, single=2, mlp_ratio=4.0, context_dim=64, pooled_dim=64):
-    from comfy.ldm.flux.model import FluxParams
     unet = dict(image_model="flux", in_channels=16, out_channels=16, vec_in_dim=pooled_dim, context_in_dim=context_dim,
                 hidden_size=hidden, mlp_ratio=mlp_ratio, num_heads=heads, depth=depth, depth_single_blocks=single,
                 axes_dim=_axes(hidden, heads), theta=256, patch_size=2, qkv_bias=True, guidance_embed=False)
-    if "txt_ids_dims" in {f.name for f in dataclasses.fields(FluxParams)}:
-        unet["txt_ids_dims"] = []
+    with_version_fields(unet)
     vocab = [_ref("spec").PAD] + list(shapes.COLOURS) + list(shapes.SHAPES)
     return dict(family="flux", model_class="FluxSchnell", unet_config=unet,
                 latent=dict(height=64, width=64, factor=2, channels=16, frames=None),
@@ -344,13 +340,11 @@ def train(spec, model_patcher, cfg: TrainConfig, transformer_options=None, log=p
 # -- sampling ---------------------------------------------------------------------------------------
 
 def sample(model, spec, text, batch=1, steps=20, cfg=4.0, seed=0, sampler="euler", scheduler="simple", frames=None,
-           negative="", model_options_patch=None):
+           negative=""):
     """``batch`` samples of one prompt in one sampler call through ComfyUI's KSampler path
-    (``comfy.sample.sample``; the noise of each batch element comes from ``comfy.sample.prepare_noise``).
+    (``devkit.tiny_models.sample``: ``comfy.sample.prepare_noise`` + ``comfy.sample.sample``).
     Returns the LATENT samples (B, ...) as the sampler gives them (outer latent space)."""
     pos, neg = spec.conditioning(text, negative=negative)
     latent = spec.empty_latent(batch, frames=frames)["samples"]
-    noise = comfy.sample.prepare_noise(latent, seed)
-    with torch.inference_mode():
-        return comfy.sample.sample(model, noise, steps, cfg, sampler, scheduler, pos, neg, latent,
-                                   disable_pbar=True, seed=seed)
+    return sample_latent(model, pos, neg, steps=steps, cfg=cfg, sampler=sampler, scheduler=scheduler, latent=latent,
+                         seed=seed)

@@ -42,10 +42,7 @@ def flux_config(hidden=64, heads=4, depth=2, single=2, in_channels=16, guidance_
                context_in_dim=context_dim, hidden_size=hidden, mlp_ratio=mlp_ratio, num_heads=heads, depth=depth,
                depth_single_blocks=single, axes_dim=axes, theta=10000, patch_size=2, qkv_bias=True,
                guidance_embed=guidance_embed)
-    from comfy.ldm.flux.model import FluxParams
-    if "txt_ids_dims" in {f.name for f in dataclasses.fields(FluxParams)}:
-        cfg["txt_ids_dims"] = []
-    return cfg
+    return with_version_fields(cfg)
 
 
 def tiny_flux(seed=0, dtype=torch.float32, **kw) -> comfy.model_patcher.ModelPatcher:
@@ -83,14 +80,18 @@ def hunyuan_video_config(hidden=64, heads=4, depth=2, single=2, context_dim=64, 
 
 
 def with_version_fields(unet_config: dict) -> dict:
-    """Switch off the HunyuanVideo parameters that only some ComfyUI versions have (condition-type embedding,
-    vision tokens), so one config works on all of them."""
-    from comfy.ldm.hunyuan_video.model import HunyuanVideoParams
-    names = {f.name for f in dataclasses.fields(HunyuanVideoParams)}
-    if "use_cond_type_embedding" in names:
-        unet_config.setdefault("use_cond_type_embedding", False)
-    if "vision_in_dim" in names:
-        unet_config.setdefault("vision_in_dim", None)
+    """Switch off the parameters that only some ComfyUI versions have (FLUX: extra text position ids;
+    HunyuanVideo: condition-type embedding, vision tokens), so one config works on all of them."""
+    if unet_config["image_model"] == "flux":
+        from comfy.ldm.flux.model import FluxParams as params
+        defaults = {"txt_ids_dims": []}
+    else:
+        from comfy.ldm.hunyuan_video.model import HunyuanVideoParams as params
+        defaults = {"use_cond_type_embedding": False, "vision_in_dim": None}
+    names = {f.name for f in dataclasses.fields(params)}
+    for name, value in defaults.items():
+        if name in names:
+            unet_config.setdefault(name, value)
     return unet_config
 
 

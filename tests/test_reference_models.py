@@ -12,7 +12,6 @@ from devkit.comfy_env import pack_module
 from devkit.oop_blocks import check_equal, double_block_forward, single_block_forward, training_transformer_options
 from devkit.tiny_models import sample, tiny_flux, tiny_hunyuan_video
 
-import comfy.sample
 
 reference = pack_module("nodes.reference")
 loader_mod = pack_module("nodes.reference.loader")
@@ -45,12 +44,8 @@ def decode(spec, latent):
 
 
 def ksample(model, positive, negative, latent, steps, cfg=4.0, seed=0):
-    samples = latent["samples"]
-    noise = comfy.sample.prepare_noise(samples, seed)
-    with torch.inference_mode():
-        out = comfy.sample.sample(model, noise, steps, cfg, "euler", "simple", positive, negative, samples,
-                                  disable_pbar=True, seed=seed)
-    return {"samples": out}
+    """KSampler (euler / simple) on a LATENT dict, returning a LATENT dict."""
+    return {"samples": sample(model, positive, negative, steps=steps, cfg=cfg, latent=latent["samples"], seed=seed)}
 
 
 # -- the out-of-place training path -------------------------------------------------------------------
