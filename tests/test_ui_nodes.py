@@ -129,6 +129,18 @@ def test_stats_message_is_plain_json():
                                            "geometry": {"blocks": [2, 4]}, "node_id": None}
 
 
+def test_stats_message_carries_the_probe_error_of_every_cached_step_in_verbose_mode():
+    import json
+    m = apply(tiny_flux(0), fresh_interval=3, warmup_steps=1, clusters=4, verbose=True)
+    sample(m, flux_cond(1), flux_cond(2), steps=8, cfg=1.0)
+    holder = m.model_options["transformer_options"]["clusca"]
+    summary = holder.last_summary
+    message = json.loads(json.dumps(ui_stats.stats_message(holder, summary), allow_nan=False))
+    probes = message["summary"]["probe_errors"]
+    assert [p[0] for p in probes] == sorted(set(range(8)) - set(summary["full_step_indices"]))
+    assert all(isinstance(p[2], float) and math.isfinite(p[2]) and p[2] >= 0 for p in probes)
+
+
 # -- help pages -------------------------------------------------------------------------------------------
 
 def pack_nodes():

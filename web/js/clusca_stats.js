@@ -51,6 +51,16 @@ export function statsLines(s) {
   lines.push({
     text: `${seconds ? `sampling ${seconds} · ` : ""}cache ${formatBytes(s.peak_cache_bytes)}`,
   });
+  // verbose mode / adaptive schedule: the forecast error measured at the representatives, [step, position, error]
+  const probes = (s.probe_errors || []).map((p) => p[2]).filter((e) => typeof e === "number" && isFinite(e));
+  if (probes.length) {
+    const mean = probes.reduce((a, b) => a + b, 0) / probes.length;
+    const max = Math.max(...probes);
+    lines.push({
+      text: `forecast error at representatives: mean ${(100 * mean).toFixed(1)}%, max ${(100 * max).toFixed(1)}% ` +
+        `(${probes.length} cached calls)`,
+    });
+  }
   if (s.disabled) lines.push({ text: `caching switched off: ${s.disabled}`, color: "#f0a030" });
   return lines;
 }
