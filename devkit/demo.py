@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from .comfy_env import REPO
+from .comfy_env import REPO, comfyui_version
 from .comfy_server import ComfyClient, ComfyServer, RunRecord, ServerError
 from .workflow_api import MODE_BYPASS, MODE_NEVER, find_nodes, load_workflow, workflow_to_prompt
 
@@ -113,7 +113,7 @@ def report(result: dict, workflow_path: Path) -> None:
     geo = ", ".join(f"{k} {v}" for k, v in (s.get("geometry") or {}).items())
     rel = lambda p: str(p.relative_to(REPO)) if p.is_relative_to(REPO) else str(p)  # noqa: E731
     n = len(recs["clusca"])
-    print(f"\nComfyUI {_comfy_version()} on CPU, {workflow_path.name}: {s.get('family')} ({geo}), {s.get('steps')} steps")
+    print(f"\nComfyUI {comfyui_version()} on CPU, {workflow_path.name}: {s.get('family')} ({geo}), {s.get('steps')} steps")
     print(f"  without ClusCa : sampler {t_plain:.2f} s (best of {n})")
     print(f"  with ClusCa    : sampler {t_clusca:.2f} s (best of {n}); {s.get('full_steps')} full + "
           f"{s.get('cached_steps')} cached steps, {toks} tokens per cached step and block")
@@ -124,14 +124,6 @@ def report(result: dict, workflow_path: Path) -> None:
     print(f"                   {rel(result['clusca_images'][0])} (with ClusCa)")
     for p in result["map_images"][:1]:
         print(f"                   {rel(p)} (ClusCa cluster map)")
-
-
-def _comfy_version() -> str:
-    from .comfy_env import COMFY_DIR
-    for line in (COMFY_DIR / "comfyui_version.py").read_text().splitlines():
-        if line.startswith("__version__"):
-            return line.split("=")[1].strip().strip('"')
-    return "?"
 
 
 def main(argv=None) -> int:

@@ -11,6 +11,8 @@ both paths on a random input, block by block and for the whole model.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import torch
 
 from comfy.ldm.flux.math import attention
@@ -32,7 +34,7 @@ def double_block_forward(block, img, txt, vec, pe, attn_mask=None, transformer_o
                                block.num_heads)
     txt_q, txt_k, txt_v = _qkv(block.txt_attn, torch.addcmul(txt_mod1.shift, block.txt_norm1(txt), 1 + txt_mod1.scale),
                                block.num_heads)
-    if block.flipped_img_txt:
+    if getattr(block, "flipped_img_txt", False):   # HunyuanVideo in older ComfyUI versions
         attn = attention(torch.cat((img_q, txt_q), 2), torch.cat((img_k, txt_k), 2), torch.cat((img_v, txt_v), 2),
                          pe=pe, mask=attn_mask, transformer_options=to)
         img_attn, txt_attn = attn[:, : img.shape[1]], attn[:, img.shape[1]:]
@@ -91,6 +93,22 @@ def training_patches(diffusion_model) -> dict:
     patches.update({("single_block", i): OutOfPlaceBlock(b, "single_block", mk)
                     for i, b in enumerate(diffusion_model.single_blocks)})
     return patches
+
+
+@contextmanager
+def training_mode():
+    """ComfyUI's training switch while the block runs with gradients: newer versions (0.33) apply RoPE with
+    comfy-kitchen kernels that have no backward unless ``comfy.model_management.in_training`` is set."""
+    import comfy.model_management as mm
+    had = hasattr(mm, "in_training")
+    before = getattr(mm, "in_training", None)
+    if had:
+        mm.in_training = True
+    try:
+        yield
+    finally:
+        if had:
+            mm.in_training = before
 
 
 def training_transformer_options(diffusion_model) -> dict:

@@ -15,6 +15,7 @@ import torch
 
 from .comfy_env import load_pack, pack_module
 from . import shapes
+from .oop_blocks import training_mode
 from .tiny_models import sample as sample_latent, with_version_fields
 
 load_pack()
@@ -311,9 +312,11 @@ def train(spec, model_patcher, cfg: TrainConfig, transformer_options=None, log=p
         x0, cond = draw_batch(spec, cfg, g)
         noise = torch.randn(x0.shape, generator=g)
         sigma = draw_sigmas(base, cfg.batch, g, cfg.sigma_unshifted)
-        loss = prediction_loss(base, x0, noise, sigma, model_kwargs(spec, trainable.embedder, cond), transformer_options)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
+        with training_mode():
+            loss = prediction_loss(base, x0, noise, sigma, model_kwargs(spec, trainable.embedder, cond),
+                                   transformer_options)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
         gnorm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
         opt.step()
         d = min(cfg.ema, (1 + step) / (10 + step))

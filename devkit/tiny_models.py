@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import torch
@@ -80,19 +79,9 @@ def hunyuan_video_config(hidden=64, heads=4, depth=2, single=2, context_dim=64, 
 
 
 def with_version_fields(unet_config: dict) -> dict:
-    """Switch off the parameters that only some ComfyUI versions have (FLUX: extra text position ids;
-    HunyuanVideo: condition-type embedding, vision tokens), so one config works on all of them."""
-    if unet_config["image_model"] == "flux":
-        from comfy.ldm.flux.model import FluxParams as params
-        defaults = {"txt_ids_dims": []}
-    else:
-        from comfy.ldm.hunyuan_video.model import HunyuanVideoParams as params
-        defaults = {"use_cond_type_embedding": False, "vision_in_dim": None}
-    names = {f.name for f in dataclasses.fields(params)}
-    for name, value in defaults.items():
-        if name in names:
-            unet_config.setdefault(name, value)
-    return unet_config
+    """The config with the fields only some ComfyUI versions have (the pack's ``nodes.compat``)."""
+    from .comfy_env import pack_module
+    return pack_module("nodes.compat").with_version_fields(unet_config)
 
 
 def tiny_hunyuan_video(seed=0, dtype=torch.float32, version="1.0", **kw) -> comfy.model_patcher.ModelPatcher:

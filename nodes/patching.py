@@ -24,6 +24,7 @@ from .holder import KEY, ClusCaHolder, summary_line
 
 log = logging.getLogger("ClusCa")
 WrappersMP = comfy.patcher_extension.WrappersMP
+CallbacksMP = comfy.patcher_extension.CallbacksMP
 
 #: the settings a family's reference values replace when the node leaves all of them at their defaults
 REFERENCE_FIELDS = ("fresh_interval", "warmup_steps", "taylor_order", "clusters", "propagation_ratio")
@@ -152,6 +153,17 @@ def _finish_run(template: ClusCaHolder, holder: ClusCaHolder, seconds=None) -> N
         holder.reset()
 
 
+def own_holder_on_clone(original, clone) -> None:
+    """``ON_CLONE`` callback: a clone of a ClusCa model gets its own holder (same settings, its own run
+    results). ComfyUI 0.33's ``clone()`` copies ``transformer_options`` as plain dicts and lists, so without
+    this every clone would share one holder, and with it the last run's summary and clusters (a cluster map
+    could show another sampler's run); older versions deep-copy it (``ClusCaHolder.__deepcopy__``)."""
+    source = (original.model_options.get("transformer_options") or {}).get(KEY)
+    to = clone.model_options.get("transformer_options")
+    if isinstance(source, ClusCaHolder) and isinstance(to, dict) and to.get(KEY) is source:
+        to[KEY] = source.clone()
+
+
 def diffusion_model_wrapper(executor, *args, **kwargs):
     """Decide, once per model call, whether it runs in full or from the cache."""
     dm = executor.class_obj
@@ -234,4 +246,6 @@ def apply_clusca(model, config: ClusCaConfig, node_id=None):
     for point, fn in ((WrappersMP.OUTER_SAMPLE, outer_sample_wrapper), (WrappersMP.DIFFUSION_MODEL, diffusion_model_wrapper)):
         m.remove_wrappers_with_key(point, KEY)
         m.add_wrapper_with_key(point, KEY, fn)
+    m.remove_callbacks_with_key(CallbacksMP.ON_CLONE, KEY)
+    m.add_callback_with_key(CallbacksMP.ON_CLONE, KEY, own_holder_on_clone)
     return m

@@ -153,3 +153,34 @@ def test_hunyuan_video_15_with_byt5_and_vision_tokens():
     assert s["geometry"]["text tokens"] == 8 + 6 + 5                 # text + byT5 + vision tokens
     assert s["cached_steps"] > 0 and "disabled" not in s
     assert torch.isfinite(out).all() and psnr(out, base) > 20
+
+
+def test_refresh_of_the_single_blocks_pairs_clusters_with_their_tokens(monkeypatch):
+    """refresh_scope 'all' gives the single blocks' joint sequence the text and image clusters in the order
+    the model concatenates the streams: image first in ComfyUI 0.3.75, text first in 0.33. The
+    order is found from what the blocks compute, so caching runs and the joint labels line up either way."""
+    from devkit.comfy_env import comfyui_version, pack_module
+    slots = pack_module("clusca_core.slots")
+    config = pack_module("clusca_core.config").ClusCaConfig(refresh_scope="all", clusters=4)
+    joined = []
+    real_join = slots.CallPlan.join_clusters
+
+    def spy(plan, stream, parts):
+        real_join(plan, stream, parts)
+        slot = plan.slots[0]
+        joined.append((tuple(parts), slot.clusters["img"].labels.clone(), slot.clusters["txt"].labels.clone(),
+                       slot.clusters[stream].labels.clone()))
+
+    monkeypatch.setattr(slots.CallPlan, "join_clusters", spy)
+    base_model = tiny_hunyuan_video(0)
+    m = pack_module("nodes.patching").apply_clusca(base_model, config)
+    out = run(m, steps=10)
+    base = run(base_model, steps=10)
+    s = last_summary(m)
+    assert s["cached_steps"] > 0 and "disabled" not in s
+    assert torch.isfinite(out).all() and psnr(out, base) > 20
+    expected = ("img", "txt") if comfyui_version() == "0.3.75" else ("txt", "img")
+    assert joined and all(parts == expected for parts, *_ in joined)
+    parts, img, txt, joint = joined[-1]
+    first, second = (img, txt + 4) if expected == ("img", "txt") else (txt, img + 4)
+    assert torch.equal(joint, torch.cat((first, second), dim=1))

@@ -9,7 +9,8 @@ import pytest
 
 from family_checks import apply_node, last_summary, nodes
 from devkit.comfy_env import pack_module
-from devkit.oop_blocks import check_equal, double_block_forward, single_block_forward, training_transformer_options
+from devkit.oop_blocks import (check_equal, double_block_forward, single_block_forward, training_mode,
+                               training_transformer_options)
 from devkit.tiny_models import sample, tiny_flux, tiny_hunyuan_video
 
 
@@ -67,8 +68,9 @@ def test_out_of_place_training_path_equals_comfyui_blocks(family):
 
     # gradients flow through the patched path (ComfyUI's own blocks update their inputs in place)
     dm = base.diffusion_model.requires_grad_(True)
-    out = base.apply_model(x, torch.tensor([0.9, 0.25]), transformer_options=training_transformer_options(dm), **kwargs)
-    out.square().mean().backward()
+    with training_mode():
+        out = base.apply_model(x, torch.tensor([0.9, 0.25]), transformer_options=training_transformer_options(dm), **kwargs)
+        out.square().mean().backward()
     for block in list(dm.double_blocks) + list(dm.single_blocks):
         grads = [p.grad for p in block.parameters()]
         assert all(g is not None and torch.isfinite(g).all() for g in grads)

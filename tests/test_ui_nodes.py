@@ -72,6 +72,22 @@ def test_cluster_map_follows_a_clone_made_after_apply_clusca():
     assert img.shape == (1, 64, 64, 3)
 
 
+def test_two_clones_of_one_patched_model_keep_their_own_results():
+    """ComfyUI 0.33's clone() copies transformer_options as plain dicts: every clone must still get its own
+    holder, or a cluster map fed one branch shows the other branch's run."""
+    patched = apply(tiny_flux(0), seed=7)
+    a, b = patched.clone(), patched.clone()
+    holder = lambda m: m.model_options["transformer_options"]["clusca"]   # noqa: E731
+    assert holder(a) is not holder(b) and holder(a) is not holder(patched)
+    assert holder(a).config == holder(b).config == holder(patched).config
+    sample(a, flux_cond(1), flux_cond(2), steps=8, cfg=2.0, height=8, width=8)
+    assert holder(a).last_summary is not None and holder(a).last_clusters is not None
+    assert holder(b).last_summary is None and holder(b).last_clusters is None
+    assert holder(patched).last_summary is None
+    with pytest.raises(ValueError, match="no sampling run"):
+        map_node(model=b, samples={"samples": torch.zeros(1, 16, 8, 8)})
+
+
 def test_video_gives_one_map_per_frame_and_follows_the_decoded_frames():
     model = apply(tiny_hunyuan_video(0), clusters=4, cluster_per_frame=True)
     out = sample(model, hunyuan_video_cond(1), hunyuan_video_cond(2), steps=8, cfg=2.0,

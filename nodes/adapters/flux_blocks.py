@@ -57,7 +57,7 @@ def _finite16(x: torch.Tensor) -> torch.Tensor:
 
 
 def run_double_block(plan, index: int, block, args: dict, extra: dict, inner=None,
-                     cluster_segments=None, is_last: bool = False, joint_order=("txt", "img")) -> dict:
+                     cluster_segments=None, is_last: bool = False) -> dict:
     key = ("double", index)
     if plan.full:
         def adds_up(saved, cap, out):
@@ -70,7 +70,7 @@ def run_double_block(plan, index: int, block, args: dict, extra: dict, inner=Non
             plan.cluster("img", out["img"], cluster_segments)
             plan.cluster("txt", out["txt"])
             if plan.config.refresh_scope == "all":
-                plan.join_clusters("joint", joint_order)
+                plan.extras["last_double_out"] = (out["img"], out["txt"])
 
         return run_full_captured(plan, f"double block {index}", key, double_branch_modules(block), args, extra, inner,
                                  keep=("img", "txt"), adds_up=adds_up, after=cluster if is_last else None)
@@ -93,6 +93,9 @@ def run_single_block(plan, index: int, block, args: dict, extra: dict, inner=Non
     key = ("single", index)
     split = plan.config.refresh_scope == "all" and plan.config.refresh_rule != "none"
     if plan.full:
+        if index == 0 and "last_double_out" in plan.extras:
+            _join_streams(plan, args["img"], *plan.extras.pop("last_double_out"))
+
         def adds_up(saved, cap, out):
             return close_enough(saved["img"] + single_modulation(block, args["vec"]).gate * cap["total"], out["img"])
 
@@ -110,6 +113,27 @@ def run_single_block(plan, index: int, block, args: dict, extra: dict, inner=Non
     x = plan.add_refreshed_forecast(x, mod.gate, key + ("mlp",), "joint", lambda t: _single_mlp(block, mod, t),
                                     inplace=True, source=x_in)
     return {"img": _finite16(x)}
+
+
+def _join_streams(plan, joint: torch.Tensor, img: torch.Tensor, txt: torch.Tensor) -> None:
+    """The clusters of the single blocks' joint sequence, from the image and text clusters, in the order the
+    model concatenated the streams: found from what it computed (the joint input of the first single block
+    starts with the last double block's text output, or with its image output), not from the model's
+    version (FLUX, and HunyuanVideo in newer ComfyUI versions, put the text first; HunyuanVideo in 0.3.75
+    the image)."""
+    n_img, n_txt = img.shape[1], txt.shape[1]
+    if joint.shape[1] != n_img + n_txt:
+        order = None
+    elif torch.equal(joint[:, :n_txt], txt) and torch.equal(joint[:, n_txt:], img):
+        order = ("txt", "img")
+    elif torch.equal(joint[:, :n_img], img) and torch.equal(joint[:, n_img:], txt):
+        order = ("img", "txt")
+    else:
+        order = None
+    if order is None:
+        plan.abandon("the single blocks' joint sequence is not the double blocks' text and image streams")
+        return
+    plan.join_clusters("joint", order)
 
 
 def _single_mlp_part(block, act: torch.Tensor) -> torch.Tensor:

@@ -1,9 +1,9 @@
 """HunyuanVideo 1.0 / 1.5 (and HunyuanImage 2.1, same class) as ComfyUI builds them:
 ``comfy.ldm.hunyuan_video.model.HunyuanVideo``.
 
-Layout: FLUX-style double and single blocks with the image tokens first (``flipped_img_txt``); the joint
-sequence of the single blocks is ``cat(img, txt)``; the text stream holds the refined text tokens plus byT5
-and vision tokens when present. A ``ref_latent`` is prepended to the image tokens: it is cached, clustered
+Layout: FLUX-style double and single blocks; the joint sequence of the single blocks is ``cat(img, txt)`` in
+older ComfyUI versions (0.3.75) and ``cat(txt, img)`` in newer ones (0.33), found from what the model computes
+(see ``flux_blocks``); the text stream holds the refined text tokens plus byT5 and vision tokens when present. A ``ref_latent`` is prepended to the image tokens: it is cached, clustered
 (as its own segment when clustering per frame) and refreshed like the other image tokens. I2V token
 replacement (``guiding_frame_index``) modulates frame 0 with another timestep token by token; such calls are
 computed in full. Clustering per latent frame (``cluster_per_frame``) gives ``clusters`` clusters to every
@@ -47,8 +47,7 @@ class HunyuanVideoAdapter(Adapter):
         singles = getattr(diffusion_model, "single_blocks", None)
         if not doubles or singles is None:
             return False, "this HunyuanVideo model has no double-stream blocks"
-        if not all(double_layout_ok(b) and getattr(b, "flipped_img_txt", False) for b in doubles) \
-                or not all(single_layout_ok(b) for b in singles):
+        if not all(double_layout_ok(b) for b in doubles) or not all(single_layout_ok(b) for b in singles):
             return False, "this HunyuanVideo model's blocks do not have the layout ClusCa knows"
         return True, ""
 
@@ -109,5 +108,5 @@ class HunyuanVideoAdapter(Adapter):
         if kind == "double_block":
             return run_double_block(plan, index, dm.double_blocks[index], args, extra, inner,
                                     cluster_segments=plan.extras.get("segments"),
-                                    is_last=index == len(dm.double_blocks) - 1, joint_order=("img", "txt"))
+                                    is_last=index == len(dm.double_blocks) - 1)
         return run_single_block(plan, index, dm.single_blocks[index], args, extra, inner)

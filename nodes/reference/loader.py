@@ -15,6 +15,7 @@ from typing import Optional, Union
 
 import torch
 
+from ..compat import with_version_fields
 from .spec import EMBEDDER_PREFIX, MODEL_PREFIX, ReferenceSpec
 
 log = logging.getLogger("ClusCa")
@@ -67,13 +68,16 @@ def build_model(spec: ReferenceSpec, state_dict: Optional[dict] = None, dtype: t
     import comfy.model_patcher
     load_device = load_device if load_device is not None else comfy.model_management.get_torch_device()
     offload_device = offload_device if offload_device is not None else comfy.model_management.unet_offload_device()
-    model_config = spec.model_config_class()(dict(spec.unet_config))
+    model_config = spec.model_config_class()(with_version_fields(dict(spec.unet_config)))
     manual_cast = comfy.model_management.unet_manual_cast(dtype, load_device, list(model_config.supported_inference_dtypes))
     model_config.set_inference_dtype(dtype, manual_cast)
     model = model_config.get_model({}, "", device=offload_device)
     if state_dict is not None:
         sd = {k[len(MODEL_PREFIX):]: v for k, v in state_dict.items() if k.startswith(MODEL_PREFIX)} \
             if any(k.startswith(MODEL_PREFIX) for k in state_dict) else dict(state_dict)
+        # the key names this ComfyUI version's model uses (e.g. RMSNorm ``scale`` -> ``weight`` in 0.33), as
+        # its checkpoint loaders do
+        sd = model_config.process_unet_state_dict(sd)
         expected = model.diffusion_model.state_dict()
         missing = [k for k in expected if k not in sd]
         unexpected = [k for k in sd if k not in expected]
