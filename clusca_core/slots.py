@@ -9,6 +9,7 @@ tensor is (rows, tokens, features): each batch element is cached, clustered and 
 from __future__ import annotations
 
 import logging
+import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, Hashable, Optional, Sequence
@@ -39,13 +40,29 @@ class ClusterAssignment:
 
 
 class SlotCache:
-    """Everything cached for one conditioning slot during one sampling run."""
+    """Everything cached for one conditioning slot during one sampling run.
 
-    def __init__(self, fingerprint: Hashable):
+    ``seed`` seeds the slot's own generator (representative tokens, first clustering): the draws of a slot do
+    not depend on which other slots share its model calls, so cond and uncond batched together, called one by
+    one, or run in parallel threads on several devices give the same result.
+    """
+
+    def __init__(self, fingerprint: Hashable, seed: int = 0):
         self.fingerprint = fingerprint
+        self.seed = seed
         self.branches: dict[Hashable, TaylorCache] = {}
         self.clusters: dict[str, ClusterAssignment] = {}
         self.position: Optional[float] = None
+        self._generators: dict[str, torch.Generator] = {}
+
+    def generator(self, device: torch.device) -> torch.Generator:
+        key = str(device)
+        gen = self._generators.get(key)
+        if gen is None:
+            gen = torch.Generator(device=device)
+            gen.manual_seed(self.seed)
+            self._generators[key] = gen
+        return gen
 
     @property
     def ready(self) -> bool:
@@ -60,6 +77,7 @@ class SlotCache:
         self.branches.clear()
         self.clusters.clear()
         self.position = None
+        self._generators.clear()
 
 
 @dataclass
@@ -109,8 +127,11 @@ class RunState:
             self.full_budget = max(1, round(self.num_steps / config.target_speedup))
         self.slots: dict[Hashable, SlotCache] = {}
         self.stats = RunStats()
-        self._generators: dict[str, torch.Generator] = {}
-        self.current: Optional[CallPlan] = None
+        #: ComfyUI's multi-GPU CFG split runs conditionings in parallel threads (one per device), each with
+        #: its own model call: every thread has its own current plan, and the shared decisions and
+        #: statistics are taken under one lock
+        self._local = threading.local()
+        self.lock = threading.RLock()
         #: set when caching was switched off for the rest of the run (the reason, for the log)
         self.disabled: Optional[str] = None
         #: whether a full call has already been checked against the adapter's view of the blocks
@@ -163,32 +184,45 @@ class RunState:
         pace = warm + (self.full_budget - sum(self.forced_full)) * (step + 1 - warm) / free
         return tau * 2.0 ** (len(self.stats.full_steps) - pace)
 
-    def generator(self, device: torch.device) -> torch.Generator:
-        key = str(device)
-        gen = self._generators.get(key)
-        if gen is None:
-            gen = torch.Generator(device=device)
-            gen.manual_seed(int(self.config.seed))
-            self._generators[key] = gen
-        return gen
+    @property
+    def current(self) -> Optional["CallPlan"]:
+        """The plan of the model call running in this thread (None outside a call)."""
+        return getattr(self._local, "plan", None)
+
+    @current.setter
+    def current(self, plan: Optional["CallPlan"]) -> None:
+        self._local.plan = plan
+
+    def slot_seed(self, kind: int) -> int:
+        """The seed of a slot's generator: the node's seed and whether the slot is a positive (0) or negative
+        (1) conditioning, so that it does not depend on the order in which slots first appear."""
+        return (int(self.config.seed) * 4 + int(kind)) % (2 ** 63)
 
     # -- calls ----------------------------------------------------------------------------------------
     def plan_call(self, sigma: float, slot_keys: Sequence[Hashable], batch: int, fingerprint: Hashable,
                   model=None, adapter=None, geometry: Optional[dict] = None, grid=None,
-                  extras: Optional[dict] = None) -> Optional["CallPlan"]:
-        """Decide how one model call runs. None means: run it untouched (nothing can be cached for it)."""
+                  extras: Optional[dict] = None, slot_kinds: Optional[Sequence[int]] = None) -> Optional["CallPlan"]:
+        """Decide how one model call runs. None means: run it untouched (nothing can be cached for it).
+        ``slot_kinds`` gives each slot's kind (0 positive, 1 negative; ComfyUI's ``cond_or_uncond``)."""
         if not slot_keys or batch % len(slot_keys) != 0:
             return None
+        if slot_kinds is None or len(slot_kinds) != len(slot_keys):
+            slot_kinds = [0] * len(slot_keys)
+        with self.lock:
+            return self._plan_call(sigma, slot_keys, batch, fingerprint, model, adapter, geometry, grid, extras,
+                                   slot_kinds)
+
+    def _plan_call(self, sigma, slot_keys, batch, fingerprint, model, adapter, geometry, grid, extras, slot_kinds):
         position = self.locator.locate(sigma)
         step = self.locator.step_index(position)
         full = self.is_full_step(step)
         slots = []
-        for key in slot_keys:
+        for key, kind in zip(slot_keys, slot_kinds):
             slot = self.slots.get(key)
             if slot is None or slot.fingerprint != fingerprint:
                 if slot is not None:
                     log.info("ClusCa: input shape changed for a conditioning; its cache starts over")
-                slot = SlotCache(fingerprint)
+                slot = SlotCache(fingerprint, self.slot_seed(kind))
                 self.slots[key] = slot
             if not slot.ready:
                 full = True
@@ -202,6 +236,10 @@ class RunState:
         return plan
 
     def finish_call(self, plan: "CallPlan", full_flops: float = 0.0, cached_flops: float = 0.0) -> None:
+        with self.lock:
+            self._finish_call(plan, full_flops, cached_flops)
+
+    def _finish_call(self, plan: "CallPlan", full_flops: float, cached_flops: float) -> None:
         s = self.stats
         if plan.failed:
             return
@@ -272,7 +310,6 @@ class RunState:
             slot.clear()
         self.slots.clear()
         self.current = None
-        self._generators.clear()
 
 
 class CallPlan:
@@ -356,8 +393,8 @@ class CallPlan:
             segments = [n]
         if sum(segments) != n or any(s <= 0 for s in segments):
             raise ValueError(f"segments {list(segments)} do not cover {n} tokens")
-        gen = self.run.generator(x.device)
         for slot, chunk in self._chunks(x):
+            gen = slot.generator(x.device)
             old = slot.clusters.get(stream)
             labels = torch.empty(chunk.shape[:2], dtype=torch.long, device=x.device)
             centroids, offset, start = [], 0, 0
@@ -397,24 +434,33 @@ class CallPlan:
         parts = [slot.branches[key].predict(self.position) for slot in self.slots]
         return parts[0] if len(parts) == 1 else torch.cat(parts, dim=0)
 
-    def add_forecast(self, x: torch.Tensor, gate: torch.Tensor, key: Hashable, inplace: bool = False) -> torch.Tensor:
+    def _gate_rows(self, gate: Optional[torch.Tensor], x: torch.Tensor, sl: slice) -> Optional[torch.Tensor]:
+        """The part of ``gate`` for the rows ``sl`` of ``x`` (a gate with one row per batch row is sliced; one
+        that broadcasts over the batch, or None, is returned as it is)."""
+        if gate is None or gate.ndim != x.ndim or gate.shape[0] != x.shape[0] or x.shape[0] <= self.rows:
+            return gate
+        return gate[sl]
+
+    def add_forecast(self, x: torch.Tensor, gate: Optional[torch.Tensor], key: Hashable,
+                     inplace: bool = False) -> torch.Tensor:
         """``x + gate * forecast(key)`` for the whole batch, as a new tensor (or into ``x`` when
-        ``inplace``). ``gate`` broadcasts against ``x`` (e.g. a (B, 1, D) modulation gate)."""
+        ``inplace``). ``gate`` broadcasts against ``x`` (e.g. a (B, 1, D) modulation gate, or (B, N, D) one
+        per token); None = an ungated branch."""
         out = x if inplace else torch.empty_like(x)
         r = self.rows
-        per_row_gate = gate.ndim == x.ndim and gate.shape[0] == x.shape[0] and x.shape[0] > r
         for i, slot in enumerate(self.slots):
             sl = slice(i * r, (i + 1) * r)
-            g = gate[sl] if per_row_gate else gate
-            slot.branches[key].add_forecast(x[sl], g, self.position, out=out[sl])
+            slot.branches[key].add_forecast(x[sl], self._gate_rows(gate, x, sl), self.position, out=out[sl])
         return out
 
-    def add_refreshed_forecast(self, x: torch.Tensor, gate: torch.Tensor, key: Hashable, stream: str,
-                               fn: Callable[[torch.Tensor], torch.Tensor], gamma: Optional[float] = None,
-                               inplace: bool = False, source: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def add_refreshed_forecast(self, x: torch.Tensor, gate: Optional[torch.Tensor], key: Hashable, stream: str,
+                               fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+                               gamma: Optional[float] = None, inplace: bool = False,
+                               source: Optional[torch.Tensor] = None) -> torch.Tensor:
         """``x + gate * forecast(key)`` where the forecast of this (token-wise MLP) branch is refreshed from
-        one random token per cluster of ``stream``: those tokens go through ``fn`` (the real branch) on their
-        current input ``x``. What the fresh values do depends on the mode:
+        one random token per cluster of ``stream``: those tokens go through ``fn(tokens, index)`` (the real
+        branch; ``index`` (rows, K) are their positions, for per-token modulation) on their current input
+        ``x``. What the fresh values do depends on the mode:
 
         - ``clusca`` (the paper): each fresh value replaces its token's cached order-0 factor and is blended
           into its cluster-mates' (``F0 <- (1 - gamma) F0 + gamma fresh``), persistently.
@@ -432,12 +478,12 @@ class CallPlan:
         assignments = [slot.clusters.get(stream) for slot in self.slots]
         if rule == "none" or any(a is None for a in assignments):
             return self.add_forecast(x, gate, key, inplace)
-        gen = self.run.generator(x.device)
-        drawn = [select_representatives(a.labels, a.num_clusters, gen) for a in assignments]
+        drawn = [select_representatives(a.labels, a.num_clusters, slot.generator(x.device))
+                 for slot, a in zip(self.slots, assignments)]
         picks = [idx for idx, _ in drawn]
         src = x if source is None else source
         reps = torch.cat([gather_tokens(chunk, idx) for (_, chunk), idx in zip(self._chunks(src), picks)], dim=0)
-        fresh = fn(reps)
+        fresh = fn(reps, torch.cat(picks, dim=0))
         self.run.stats.rep_tokens[stream] = int(picks[0].shape[1])
         r = self.rows
         predicted = None
@@ -458,7 +504,6 @@ class CallPlan:
         weight = cfg.error_weight if gamma is None or gamma > 0 else 0.0
         out = self.add_forecast(x, gate, key, inplace)
         error = (fresh - predicted).to(out.dtype)
-        per_row_gate = gate.ndim == x.ndim and gate.shape[0] == x.shape[0] and x.shape[0] > r
         for i, (a, (idx, valid)) in enumerate(zip(assignments, drawn)):
             sl = slice(i * r, (i + 1) * r)
             err = error[sl] * valid.unsqueeze(-1)    # an empty cluster's stand-in representative counts once
@@ -466,5 +511,9 @@ class CallPlan:
             if weight < 1.0:
                 # the representatives themselves get their fresh value exactly
                 correction = scatter_add_tokens_(correction, idx, err * (1.0 - weight))
-            out[sl].addcmul_(gate[sl] if per_row_gate else gate, correction)
+            g = self._gate_rows(gate, x, sl)
+            if g is None:
+                out[sl].add_(correction)
+            else:
+                out[sl].addcmul_(g, correction)
         return out

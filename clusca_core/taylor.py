@@ -117,9 +117,14 @@ class TaylorCache:
     def add_forecast(self, base: torch.Tensor, gate: torch.Tensor, position: float,
                      out: torch.Tensor) -> torch.Tensor:
         """``out = base + gate * forecast(position)`` without materialising the forecast (``out`` may be
-        ``base`` itself). One fused pass per Taylor factor."""
+        ``base`` itself; ``gate`` None = 1). One fused pass per Taylor factor."""
         if not self.factors:
             raise RuntimeError("TaylorCache.add_forecast called before any full step was recorded")
+        if gate is None:     # an ungated branch
+            torch.add(base, self._fetch(self.factors[0], out.device, out.dtype), out=out)
+            for factor, coef in self._higher_terms(position):
+                out.add_(self._fetch(factor, out.device, out.dtype), alpha=coef)
+            return out
         torch.addcmul(base, gate, self._fetch(self.factors[0], out.device, out.dtype), out=out)
         for factor, coef in self._higher_terms(position):
             out.addcmul_(gate, self._fetch(factor, out.device, out.dtype), value=coef)

@@ -205,7 +205,7 @@ def _plan_call(run, holder, dm, bound, to):
             run.stats.passthrough_reason = reason
         return None, None
     plan = run.plan_call(float(sigmas.flatten()[0]), list(uuids), info.batch, info.fingerprint, dm, adapter,
-                         info.geometry, info.grid, info.extras)
+                         info.geometry, info.grid, info.extras, slot_kinds=to.get("cond_or_uncond"))
     return plan, info
 
 

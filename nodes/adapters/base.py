@@ -24,72 +24,110 @@ class CallInfo:
     extras: dict = field(default_factory=dict)
 
 
-def adaptive_presets(quality: float, balanced: float, fast: float, mode: str = "clusca") -> dict:
-    """quality / balanced / fast as error-adaptive schedules: the thresholds are measured per family on its
-    reference model (``python -m benchmarks.suite --part fidelity``); mode and ceiling are shared."""
-    return {name: {"mode": mode, "adaptive_threshold": threshold, "target_speedup": 0.0}
-            for name, threshold in (("quality", quality), ("balanced", balanced), ("fast", fast))}
+def submodule(block, path: str):
+    """The submodule at a dotted path (``"img_attn.proj"``, ``"ffn.2"``) of a block."""
+    m = block
+    for part in path.split("."):
+        m = m[int(part)] if part.isdigit() and isinstance(m, (torch.nn.ModuleList, torch.nn.Sequential)) \
+            else getattr(m, part)
+    return m
+
+
+def has_submodule(block, path: str) -> bool:
+    try:
+        return isinstance(submodule(block, path), torch.nn.Module)
+    except (AttributeError, IndexError, TypeError):
+        return False
 
 
 class Adapter:
-    """Base class; subclasses are used as classes (no instances, no state)."""
+    """A model family's adapter: its description (``spec.Family``) and the shared code that runs it."""
 
-    key = "base"
-    family = "base"
-    #: block kinds patched through ``patches_replace["dit"]``, in forward order
-    block_kinds: tuple[str, ...] = ()
-    #: the reference code's settings for this family, used when the node is left at its defaults
-    reference_settings: dict = {}
-    #: named presets (quality / balanced / fast): settings measured on the family's reference model
-    #: (docs/benchmarks.md), applied on top of ``reference_settings``
-    presets: dict = {}
+    def __init__(self, spec):
+        self.spec = spec
+        self.key = spec.key
+        #: the name users see (logs, summary, node panel)
+        self.family = spec.name
+        self.kinds = {k.key: k for k in spec.block_kinds}
+        #: block kinds patched through ``patches_replace["dit"]``, in forward order
+        self.block_kinds = tuple(self.kinds)
+        self.reference_settings = dict(spec.reference_settings)
 
-    @classmethod
-    def probe(cls, diffusion_model) -> tuple[bool, str]:
-        raise NotImplementedError
+    @property
+    def presets(self) -> dict:
+        from ..presets import presets_for
+        return presets_for(self.key)
 
-    @classmethod
-    def block_count(cls, diffusion_model, kind: str) -> int:
-        raise NotImplementedError
+    def probe(self, diffusion_model) -> tuple[bool, str]:
+        cls = self.spec.resolve_class()
+        if cls is None or type(diffusion_model) is not cls:
+            return False, ""
+        reason = self.spec.refuse(diffusion_model)
+        if reason:
+            return False, reason
+        for kind in self.spec.block_kinds:
+            blocks = self.blocks(diffusion_model, kind.key)
+            if blocks is None:
+                return False, f"this {self.family} model has no {kind.blocks}"
+            for block in blocks:
+                paths = [b.module for s in kind.streams for b in s.branches]
+                paths += [p for s in kind.streams for b in s.branches if b.mlp
+                          for p in (b.mlp.norm, b.mlp.mlp, b.mlp.post_norm) if p]
+                missing = [p for p in paths if not has_submodule(block, p)]
+                if missing:
+                    return False, (f"this {self.family} model's blocks do not have the layout ClusCa knows "
+                                   f"(no {', '.join(missing)})")
+        if not self.blocks(diffusion_model, self.spec.block_kinds[0].key):
+            return False, f"this {self.family} model has no blocks"
+        return True, ""
 
-    @classmethod
-    def describe_call(cls, diffusion_model, bound: dict, config) -> "CallInfo | str":
+    def blocks(self, diffusion_model, kind: str):
+        try:
+            return submodule(diffusion_model, self.kinds[kind].blocks)
+        except AttributeError:
+            return None
+
+    def block_count(self, diffusion_model, kind: str) -> int:
+        return len(self.blocks(diffusion_model, kind) or ())
+
+    def describe_call(self, diffusion_model, bound: dict, config) -> "CallInfo | str":
         """CallInfo, or a reason (str) to run this call untouched."""
-        raise NotImplementedError
+        from .calls import describe_call
+        return describe_call(self, diffusion_model, bound, config)
 
-    @classmethod
-    def run_block(cls, kind: str, index: int, args: dict, extra: dict, plan, inner=None) -> dict:
-        raise NotImplementedError
+    def run_block(self, kind: str, index: int, args: dict, extra: dict, plan, inner=None) -> dict:
+        from .runner import run_block
+        spec = self.kinds[kind]
+        blocks = self.blocks(plan.model, kind)
+        return run_block(self.spec.block_kinds, spec, index, blocks[index], args, extra, plan, inner, len(blocks))
 
-    @classmethod
-    def block_outputs(cls, kind: str) -> tuple[str, ...]:
+    def block_outputs(self, kind: str) -> tuple[str, ...]:
         """The keys a block patch of this kind returns."""
-        return ("img", "txt") if kind == "double_block" else ("img",)
+        return tuple(s.name for s in self.kinds[kind].streams)
 
-    @classmethod
-    def last_block(cls, diffusion_model) -> tuple[str, int]:
+    def last_block(self, diffusion_model) -> tuple[str, int]:
         """The block whose output is the output of the whole block stack (for the lite memory mode)."""
-        for kind in reversed(cls.block_kinds):
-            n = cls.block_count(diffusion_model, kind)
+        for kind in reversed(self.block_kinds):
+            n = self.block_count(diffusion_model, kind)
             if n:
                 return kind, n - 1
         raise ValueError("model has no blocks")
 
-    @classmethod
-    def run_lite_block(cls, kind: str, index: int, args: dict, extra: dict, plan, inner=None) -> dict:
+    def run_lite_block(self, kind: str, index: int, args: dict, extra: dict, plan, inner=None) -> dict:
         """Lite memory mode (TaylorSeer-Lite): only the block stack's output is cached. Full steps run every
         block and record the last block's output; cached steps pass the stream through every block untouched
         and the last block returns the forecast of the stack's output (no block computation at all)."""
-        last = (kind, index) == cls.last_block(plan.model)
+        last = (kind, index) == self.last_block(plan.model)
         if plan.full:
             out = call_block(args, extra, inner)
             if last:
                 with plan.guard("lite cache"):
                     plan.record(LITE_KEY, out["img"])
             return out
-        if not last:
-            return {k: args[k] for k in cls.block_outputs(kind)}
-        return {"img": plan.predict(LITE_KEY).to(args["img"].dtype)}
+        out = {k: args[k] for k in self.block_outputs(kind)}
+        if last:
+            out["img"] = plan.predict(LITE_KEY).to(args["img"].dtype)
+        return out
 
 
 #: the single cached branch of the lite memory mode

@@ -1,19 +1,13 @@
-"""The two halves of every adapter's block run, shared by the model families.
-
-- :func:`run_full_captured`: a full step runs ComfyUI's block (``original_block``, or a block patch another
-  node installed before ours) with forward hooks capturing its branch outputs (attention, MLP...), checks
-  once per run that those outputs and the block's gates add up to what the block returned (if they do not,
-  a ComfyUI change this version does not know, caching is switched off for the run), records them as Taylor
-  factors, and lets the last block cluster its output.
-- :func:`forecast_attn_mlp`: a cached step of an attention + MLP residual stream: no attention, the
-  attention output forecast; the MLP output forecast after ClusCa's refresh of one token per cluster.
+"""The full-step half of a block run: :func:`run_full_captured` runs ComfyUI's block (``original_block``, or
+a block patch another node installed before ours) with forward hooks capturing its branch outputs (attention,
+MLP...), checks once per run that those outputs and the block's gates add up to what the block returned (if
+they do not, a ComfyUI change this version does not know, caching is switched off for the run), records them
+as Taylor factors, and lets the last block cluster its output.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Hashable, Optional
-
-import torch
+from typing import Callable, Optional
 
 from .base import call_block, capture_outputs
 
@@ -49,14 +43,3 @@ def run_full_captured(plan, where: str, key: tuple, branches: dict, args: dict, 
         if after is not None:
             after(out)
     return out
-
-
-def forecast_attn_mlp(plan, x: torch.Tensor, attn_gate: torch.Tensor, mlp_gate: torch.Tensor, attn_key: Hashable,
-                      mlp_key: Hashable, stream: str, mlp_fn: Callable[[torch.Tensor], torch.Tensor],
-                      gamma: Optional[float] = None) -> torch.Tensor:
-    """A stream's output on a cached step: ``x + attn_gate * forecast(attn)``, then the MLP branch refreshed
-    on one representative token per cluster of ``stream`` (``mlp_fn`` = the block's own norm, modulation
-    and MLP, applied to the stream after the attention update, as in the block) and added with
-    ``mlp_gate``. Returns a new tensor; ``x`` is not modified."""
-    x = plan.add_forecast(x, attn_gate, attn_key)
-    return plan.add_refreshed_forecast(x, mlp_gate, mlp_key, stream, mlp_fn, gamma, inplace=True)

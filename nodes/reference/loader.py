@@ -95,9 +95,17 @@ def load_reference_model(name: Union[str, Path], dtype: torch.dtype = torch.floa
     path = resolve(name, directory)
     sd, spec = read_reference_file(path)
     model = build_model(spec, sd, dtype=dtype)
+    # how ComfyUI (0.33) makes a fresh copy of this model, e.g. one per device for the multi-GPU CFG split
+    # (ModelPatcher.deepclone_multigpu): the loader's own call again
+    model.cached_patcher_init = (reload_reference_model, (str(path), dtype))
     log.info("ClusCa - reference model %s: %s (%s), %.2f M parameters", path.name, spec.model_class, spec.family,
              sum(p.numel() for p in model.model.diffusion_model.parameters()) / 1e6)
     return model, spec
+
+
+def reload_reference_model(path: str, dtype: torch.dtype = torch.float32, disable_dynamic: bool = False):
+    """A fresh MODEL from a reference model file (``cached_patcher_init`` of the models this loader makes)."""
+    return load_reference_model(path, dtype)[0]
 
 
 def save_reference_file(path: Union[str, Path], spec: ReferenceSpec, diffusion_state_dict: dict,
