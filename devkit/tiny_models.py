@@ -33,10 +33,10 @@ def init_weights(module: torch.nn.Module, seed: int) -> None:
 
 
 def flux_config(hidden=64, heads=4, depth=2, single=2, in_channels=16, guidance_embed=True, context_dim=64,
-                vec_dim=32, mlp_ratio=4.0):
+                vec_dim=32, mlp_ratio=4.0, axes_dim=None):
     head_dim = hidden // heads
     a = head_dim // 8 * 2              # two even spatial axes, the rest (also even) for the index axis
-    axes = [head_dim - 2 * a, a, a]
+    axes = list(axes_dim) if axes_dim is not None else [head_dim - 2 * a, a, a]
     cfg = dict(image_model="flux", in_channels=in_channels, out_channels=16, vec_in_dim=vec_dim,
                context_in_dim=context_dim, hidden_size=hidden, mlp_ratio=mlp_ratio, num_heads=heads, depth=depth,
                depth_single_blocks=single, axes_dim=axes, theta=10000, patch_size=2, qkv_bias=True,
