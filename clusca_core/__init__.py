@@ -4,16 +4,20 @@ Nothing in this package imports ComfyUI; it is unit-tested on synthetic tensors.
 (`nodes/`) builds on these pieces:
 
 - :mod:`.config`      -- the user-facing settings (:class:`ClusCaConfig`) and their validation
-- :mod:`.schedule`    -- which sampler steps run in full, and locating a sigma inside the schedule
+- :mod:`.schedule`    -- which steps run in full: the fixed, threshold and speed-up schedules (one interface),
+                         and locating a sigma inside the sampler's schedule
 - :mod:`.taylor`      -- TaylorSeer factor stacks (finite differences, Taylor prediction)
 - :mod:`.kmeans`      -- batched K-means with warm start and empty-cluster re-seeding
 - :mod:`.selection`   -- one random representative token per cluster (dedicated generator)
-- :mod:`.propagation` -- the ClusCa refresh of a cached MLP output from its representatives
-- :mod:`.slots`       -- the cache of one conditioning slot, and the per-call plan blocks work through
+- :mod:`.propagation` -- the paper's blend of fresh values into a cached factor
+- :mod:`.refresh`     -- the refresh rules (blend, error correction) a cached MLP branch applies
+- :mod:`.slots`       -- what is cached for one conditioning slot
+- :mod:`.plan`        -- the plan of one model call and the cache operations its blocks use
+- :mod:`.run`         -- the state of one run: schedule, slots, statistics, summary
 """
 
 from .config import ClusCaConfig
-from .schedule import StepLocator, build_full_step_mask
+from .schedule import FixedSchedule, Schedule, SpeedupSchedule, StepLocator, ThresholdSchedule, build_full_step_mask
 from .taylor import TaylorCache
 from .kmeans import kmeans
 from .selection import select_representatives
@@ -23,6 +27,10 @@ __all__ = [
     "ClusCaConfig",
     "StepLocator",
     "build_full_step_mask",
+    "Schedule",
+    "FixedSchedule",
+    "ThresholdSchedule",
+    "SpeedupSchedule",
     "TaylorCache",
     "kmeans",
     "select_representatives",

@@ -19,7 +19,7 @@ MODES = ("clusca", "clusca-error", "taylorseer", "fora")
 REFRESH_SCOPES = ("double", "all")
 #: named settings per model family (the adapters hold the values); "custom" = the inputs as given
 PRESETS = ("custom", "quality", "balanced", "fast")
-#: the adaptive schedule's threshold when only a target speed-up is given (see docs/benchmarks.md)
+#: the threshold schedule's threshold when none is given
 DEFAULT_ADAPTIVE_THRESHOLD = 0.1
 _TORCH_DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 
@@ -54,9 +54,9 @@ class ClusCaConfig:
                        cached step whose forecast error measured at the representatives exceeds this relative
                        value makes the next step a full one; at least one cached step follows every full step
                        and at most ``max_interval - 1`` do (``max_interval`` 0 = 2 x fresh_interval).
-    target_speedup:    0 = off. Otherwise the error-adaptive schedule gets a budget of ``steps / target_speedup``
-                       full steps and its threshold (``adaptive_threshold``, default 0.1 when 0) is raised when
-                       the run spends full steps faster than that budget allows and lowered when it is behind.
+    target_speedup:    0 = off. Otherwise the speed-up controller (``schedule.SpeedupSchedule``): the run spends
+                       ``round(steps / target_speedup)`` full steps (warm-up included) and the forecast error
+                       measured at the representatives decides where (``adaptive_threshold`` is not used).
     preset:            "custom" (the settings above as given) or a named preset ("quality", "balanced",
                        "fast") whose measured per-family settings replace the schedule, mode and cluster
                        settings when the model's family is known (see the adapters' ``presets``).

@@ -1,7 +1,15 @@
-"""Which sampler steps run in full, and where a model call's sigma sits in the sampler's schedule."""
+"""Which sampler steps run in full, and where a model call's sigma sits in the sampler's schedule.
+
+Every schedule is a small object with one interface (:class:`Schedule`): ``is_full(step)`` decides a step,
+``full_done(step)`` records a full step, ``observe(step, error)`` hands it a cached step's forecast error as
+the representatives measured it. :class:`FixedSchedule` is the reference code's counter schedule,
+:class:`ThresholdSchedule` the error-adaptive one with a threshold, :class:`SpeedupSchedule` the controller
+that takes a speed-up: it spends ``steps / speed-up`` full steps where the measured errors say they help most.
+"""
 
 from __future__ import annotations
 
+import math
 from typing import Optional, Sequence
 
 import torch
@@ -90,4 +98,213 @@ class StepLocator:
         return [(v <= start_sigma) and (v > end_sigma) for v in self.sigmas[:-1]]
 
 
-__all__ = ["build_full_step_mask", "StepLocator"]
+class Schedule:
+    """Decides which steps of one run are full. ``forced[i]`` marks steps that are full whatever the schedule
+    (the first step, the warm-up, steps outside the caching window).
+
+    ``is_full(step)`` is asked once per step, before its first model call (every call of a step gets that
+    answer); ``full_done(step)`` follows each step that ran in full; ``observe(step, error)`` follows a cached
+    step with the forecast error measured at the representatives (the mean over the step's conditionings),
+    for the schedules that use it (``needs_probe``).
+    """
+
+    needs_probe = False
+
+    def __init__(self, forced: Sequence[bool]):
+        self.forced = [bool(f) for f in forced]
+        self.num_steps = len(self.forced)
+        self.full: set = set()
+        self.last_full: Optional[int] = None
+
+    def is_full(self, step: int) -> bool:
+        raise NotImplementedError
+
+    def full_done(self, step: int) -> None:
+        self.full.add(step)
+        if self.last_full is None or step > self.last_full:
+            self.last_full = step
+
+    def observe(self, step: int, error: float) -> None:
+        pass
+
+    @property
+    def last_cached_step(self) -> int:
+        """Full steps after this one have nothing left to feed: they run without recording anything."""
+        return self.num_steps
+
+    @property
+    def planned_full(self) -> Optional[int]:
+        """The full steps this schedule plans for the run (None when it cannot say in advance)."""
+        return None
+
+    def describe(self) -> str:
+        return type(self).__name__
+
+
+class FixedSchedule(Schedule):
+    """The reference code's counter schedule (:func:`build_full_step_mask`): a full step every ``interval``
+    steps after the warm-up, and every forced step."""
+
+    def __init__(self, forced: Sequence[bool], warmup_steps: int, interval: int, window: Sequence[bool]):
+        super().__init__(forced)
+        self.interval = interval
+        self.mask = build_full_step_mask(self.num_steps, warmup_steps, interval, window)
+
+    def is_full(self, step: int) -> bool:
+        return self.mask[step]
+
+    @property
+    def last_cached_step(self) -> int:
+        cached = [i for i, full in enumerate(self.mask) if not full]
+        return cached[-1] if cached else -1
+
+    @property
+    def planned_full(self) -> int:
+        return sum(self.mask)
+
+    def describe(self) -> str:
+        return f"{self.planned_full} of {self.num_steps} steps planned full (interval {self.interval})"
+
+
+class ThresholdSchedule(Schedule):
+    """The error-adaptive schedule with a fixed threshold: a cached step whose error exceeds ``threshold``
+    makes the next step full; at least one cached step follows every full step, at most ``ceiling - 1`` do."""
+
+    needs_probe = True
+
+    def __init__(self, forced: Sequence[bool], threshold: float, ceiling: int):
+        super().__init__(forced)
+        self.threshold = threshold
+        self.ceiling = ceiling
+        self.requested_after: Optional[int] = None
+
+    def is_full(self, step: int) -> bool:
+        if self.forced[step] or self.last_full is None:
+            return True
+        distance = step - self.last_full
+        if distance <= 0 or distance >= self.ceiling:
+            return True
+        requested = self.requested_after is not None and step > self.requested_after
+        return requested and distance >= 2
+
+    def full_done(self, step: int) -> None:
+        super().full_done(step)
+        if step >= self.last_full:
+            self.requested_after = None
+
+    def observe(self, step: int, error: float) -> None:
+        if error > self.threshold:
+            self.requested_after = step
+
+    def describe(self) -> str:
+        return (f"error-adaptive schedule over {self.num_steps} steps (threshold {self.threshold:g}, at most "
+                f"{self.ceiling - 1} cached steps in a row)")
+
+
+class SpeedupSchedule(Schedule):
+    """The speed-up controller: the run spends ``round(steps / speedup)`` full steps (forced ones included)
+    and the forecast error measured at the representatives decides where they go.
+
+    It runs the error-adaptive rule (a cached step whose error exceeds a threshold makes the next step
+    full) with the threshold solved, at every step, so that the rule would spend exactly the full steps left
+    on the steps left. That needs the errors of steps not seen yet: the error of a cached step ``d`` steps
+    after a full one is modelled as ``rate(t) * d``; the rates seen so far are fitted with a log-linear trend
+    in the step index (recent steps weigh more) and extrapolated, within bounds, to the end of the run. An
+    error that keeps rising (e.g. video models late in the schedule) thus saves full steps for later; one
+    that falls (FLUX early) spends them early. The budget is kept exactly: steps are forced full when the
+    full steps left equal the steps left, and none are taken once it is spent.
+    """
+
+    needs_probe = True
+    #: weight half-life, in steps, of past rates in the trend fit
+    HALF_LIFE = 8.0
+    #: the extrapolated rate at the end of the run stays within this factor of the current one
+    MAX_TREND = 4.0
+    #: at most this many times the mean spacing of the budget between full steps
+    MAX_GAP = 3.0
+
+    def __init__(self, forced: Sequence[bool], speedup: float):
+        super().__init__(forced)
+        self.speedup = float(speedup)
+        self.budget = max(1, min(self.num_steps, round(self.num_steps / self.speedup)))
+        self.errors: dict = {}          # step -> (distance from the last full step, error)
+        self.thresholds: dict = {}      # step -> the threshold solved at that step (for reports)
+
+    @property
+    def planned_full(self) -> int:
+        return max(self.budget, sum(self.forced))
+
+    def describe(self) -> str:
+        return (f"speed-up {self.speedup:g}x over {self.num_steps} steps = {self.planned_full} full steps, placed "
+                f"by the forecast error measured at the representatives")
+
+    def observe(self, step: int, error: float) -> None:
+        if self.last_full is not None and step > self.last_full and math.isfinite(error):
+            self.errors[step] = (step - self.last_full, max(float(error), 1e-6))
+
+    def is_full(self, step: int) -> bool:
+        if self.forced[step] or self.last_full is None:
+            return True
+        distance = step - self.last_full
+        if distance <= 0:
+            return True
+        free = [i for i in range(step, self.num_steps) if not self.forced[i]]
+        left = self.budget - len(self.full) - sum(self.forced[step + 1:])
+        if left <= 0:
+            return False
+        if left >= len(free):
+            return True
+        if distance < 2:
+            return False                     # one cached step first: it measures the error
+        gap = len(free) / left
+        if distance >= max(2.0, self.MAX_GAP * gap):
+            return True
+        last = self.errors.get(step - 1)
+        if last is None:
+            return distance >= gap
+        tau = self.threshold(step, free, left)
+        self.thresholds[step] = tau
+        return last[1] > tau
+
+    # -- the threshold that spends the budget ---------------------------------------------------------
+    def rates(self, steps: Sequence[int]) -> list:
+        """Predicted error rates (error per step of distance) at ``steps``, from the trend of the rates seen."""
+        seen = sorted(self.errors.items())
+        now = seen[-1][0]
+        ws, xs, ys = [], [], []
+        for t, (d, e) in seen:
+            ws.append(0.5 ** ((now - t) / self.HALF_LIFE))
+            xs.append(float(t))
+            ys.append(math.log(e / d))
+        sw = sum(ws)
+        mx = sum(w * x for w, x in zip(ws, xs)) / sw
+        my = sum(w * y for w, y in zip(ws, ys)) / sw
+        sxx = sum(w * (x - mx) ** 2 for w, x in zip(ws, xs))
+        slope = sum(w * (x - mx) * (y - my) for w, x, y in zip(ws, xs, ys)) / sxx if sxx > 1e-9 else 0.0
+        span = max(self.num_steps - now, 1)
+        bound = math.log(self.MAX_TREND) / span
+        slope = min(max(slope, -bound), bound)
+        level = my + slope * (now - mx)
+        return [math.exp(level + slope * (t - now)) for t in steps]
+
+    def threshold(self, step: int, free: Sequence[int], left: int) -> float:
+        """The threshold at which the rule, on the predicted rates, spends ``left`` full steps on ``free``."""
+        rates = self.rates(free)
+
+        def spent(tau: float) -> float:
+            # after a full step, cached steps follow until one's error (r per step of distance) exceeds tau,
+            # then the next step is full: an interval of about tau / r + 2 steps, r / (tau + 2 r) per step
+            return sum(r / (tau + 2 * r) for r in rates)
+
+        lo, hi = 1e-8, 1e4
+        for _ in range(60):
+            mid = math.sqrt(lo * hi)
+            if spent(mid) > left:
+                lo = mid
+            else:
+                hi = mid
+        return math.sqrt(lo * hi)
+
+
+__all__ = ["build_full_step_mask", "StepLocator", "Schedule", "FixedSchedule", "ThresholdSchedule",
+           "SpeedupSchedule"]

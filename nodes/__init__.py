@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from comfy_api.latest import ComfyExtension, io
 
-from . import ui_stats  # noqa: F401  (registers the run listener that sends stats to the page)
 from .apply_clusca import ApplyClusCa
 from .cluster_map import ClusCaClusterMap
 from .dit.labels import ClusCaDiTClassLabel

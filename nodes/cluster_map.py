@@ -16,29 +16,27 @@ import torch
 from comfy_api.latest import io
 
 from .holder import KEY, ClusCaHolder
-from .patching import add_run_listener
 
 #: pixels per latent pixel when no image gives the size (the VAEs of FLUX, HunyuanVideo and SD 1.x)
 DEFAULT_SCALE = 8
 DEFAULT_SIZE = 512
-_MARK = "_clusca_cluster_map"
-
-#: the clusters of the last run of every Apply ClusCa node (by node id), for models cloned after the node
-_LAST_BY_NODE: dict = {}
 
 
 class ClusterMapError(ValueError):
     """No cluster map can be drawn for this model (no ClusCa, or no run yet); the message says what to do."""
 
 
-def _remember(template, summary) -> None:
-    node_id = getattr(template, "node_id", None)
-    clusters = getattr(template, "last_clusters", None)
-    if node_id is not None and clusters is not None:
-        _LAST_BY_NODE[str(node_id)] = (template.family_key, template.config, clusters)
-
-
-add_run_listener(_remember, _MARK)
+def cluster_snapshot(plan) -> Optional[dict]:
+    """The image-token clusters a full call just made (first conditioning, first batch row), on the CPU, with
+    the token grid: what the map draws. None when the call clustered nothing."""
+    assignment = plan.slots[0].clusters.get("img") if plan.slots else None
+    if assignment is None:
+        return None
+    offset = int(plan.extras.get("image_token_offset", 0))
+    n = None if plan.grid is None else plan.grid[0] * plan.grid[1] * plan.grid[2]
+    labels = assignment.labels[0, offset:None if n is None else offset + n]
+    return {"labels": labels.detach().cpu(), "grid": plan.grid, "num_clusters": assignment.num_clusters,
+            "step": plan.step}
 
 
 def find_clusters(model) -> dict:
@@ -49,11 +47,7 @@ def find_clusters(model) -> dict:
     if not isinstance(holder, ClusCaHolder):
         raise ClusterMapError("this model has no ClusCa: connect the MODEL output of 'Apply ClusCa' (the model "
                               "the sampler used)")
-    clusters = holder.last_clusters
-    if clusters is None and holder.node_id is not None:
-        family, config, remembered = _LAST_BY_NODE.get(str(holder.node_id), (None, None, None))
-        if family == holder.family_key and config == holder.config:
-            clusters = remembered
+    clusters = holder.last_clusters if holder.last_clusters is not None else holder.descendant_clusters
     if clusters is None:
         if holder.config.clusters <= 0:
             raise ClusterMapError("Apply ClusCa has clusters = 0 (plain TaylorSeer): there are no clusters to show")

@@ -8,7 +8,7 @@ from typing import Optional
 import torch
 
 from ..clusca_core.config import ClusCaConfig
-from ..clusca_core.slots import RunState
+from ..clusca_core.run import RunState
 
 KEY = "clusca"
 log = logging.getLogger("ClusCa")
@@ -27,25 +27,48 @@ class ClusCaHolder:
 
     The copy stored on the patched model is a template: every sampling run works on a ``clone()`` (fresh
     state) and ``reset()``s it in a ``finally``, so nothing leaks between runs, samplers or graphs. The holder
-    never references the model or tensors between runs, and deep copies (every later ``model.clone()``
-    deep-copies ``transformer_options``) copy the settings only.
+    never references the model or tensors between runs. A clone of the patched *model* gets a ``child()``
+    holder (ComfyUI's ``ON_CLONE``): its own results, and its runs also tell its parents' cluster maps (a map
+    fed Apply ClusCa's output shows the last run of a model derived from it, e.g. through a LoRA loader), while
+    sibling clones never see each other's runs.
     """
 
     def __init__(self, config: ClusCaConfig, family_key: str, node_id: Optional[str] = None):
         self.config = config
         self.family_key = family_key
-        #: the ApplyClusCa node that made this holder (for UI messages), when known
+        #: the Apply ClusCa node that made this holder (for UI messages), when known
         self.node_id = node_id
         self.run: Optional[RunState] = None
+        #: this run's image-token clusters of its last clustering (per-run holders only)
+        self.run_clusters: Optional[dict] = None
         #: results of the last run made with this template: the summary dict and the image-token clusters
         self.last_summary: Optional[dict] = None
         self.last_clusters: Optional[dict] = None
+        #: the clusters of the last run made with a model cloned from this one
+        self.descendant_clusters: Optional[dict] = None
+        #: the holders of the models this one's model was cloned from, nearest first
+        self.parents: tuple = ()
 
     def clone(self) -> "ClusCaHolder":
+        """The same settings, no results (a run's working copy, or a deep copy)."""
         return ClusCaHolder(self.config, self.family_key, self.node_id)
+
+    def child(self) -> "ClusCaHolder":
+        """The holder of a model cloned from this holder's model."""
+        h = self.clone()
+        h.parents = (self,) + self.parents
+        return h
 
     def __deepcopy__(self, memo):
         return self.clone()
+
+    def publish(self, summary: dict, clusters: Optional[dict]) -> None:
+        """Keep a finished run's results here and tell the parents' cluster maps."""
+        self.last_summary = summary
+        self.last_clusters = clusters
+        if clusters is not None:
+            for parent in self.parents:
+                parent.descendant_clusters = clusters
 
     def start_run(self, sample_sigmas: torch.Tensor, model_sampling, family: str) -> Optional[RunState]:
         cfg = self.config
@@ -54,14 +77,20 @@ class ClusCaHolder:
         start_sigma = float(model_sampling.percent_to_sigma(cfg.start_percent))
         end_sigma = float(model_sampling.percent_to_sigma(cfg.end_percent))
         cache_device = torch.device("cpu") if cfg.cache_device == "cpu" else None
+        # a run that starts below the model's largest sigma continues a schedule (a second sampler, e.g. the
+        # low-noise expert of Wan 2.2, or image-to-image): its structure is already there
+        top = float(model_sampling.sigma_max)
+        continuation = float(sample_sigmas.flatten()[0]) < top * (1 - 1e-4)
         self.run = RunState(cfg, sample_sigmas, start_sigma=start_sigma, end_sigma=end_sigma, family=family,
-                            cache_device=cache_device)
+                            cache_device=cache_device, continuation=continuation)
+        self.run_clusters = None
         return self.run
 
     def reset(self) -> None:
         if self.run is not None:
             self.run.release()
         self.run = None
+        self.run_clusters = None
 
 
 def summary_line(summary: dict) -> str:

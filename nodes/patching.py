@@ -20,7 +20,9 @@ import comfy.patcher_extension
 from ..clusca_core.config import ClusCaConfig
 from .adapters import find_adapter, get_adapter
 from .adapters.base import bind_forward_args
+from .cluster_map import cluster_snapshot
 from .holder import KEY, ClusCaHolder, summary_line
+from .ui_stats import send_stats
 
 log = logging.getLogger("ClusCa")
 WrappersMP = comfy.patcher_extension.WrappersMP
@@ -28,17 +30,6 @@ CallbacksMP = comfy.patcher_extension.CallbacksMP
 
 #: the settings a family's reference values replace when the node leaves all of them at their defaults
 REFERENCE_FIELDS = ("fresh_interval", "warmup_steps", "taylor_order", "clusters", "propagation_ratio")
-
-#: callables notified with (holder template, summary dict) after each run (the UI stats use this)
-RUN_LISTENERS: list = []
-
-
-def add_run_listener(fn, mark: str) -> None:
-    """Add ``fn`` to ``RUN_LISTENERS`` once: it is tagged with the attribute ``mark``, and an earlier listener
-    with the same tag (a reloaded module's copy) is replaced instead of kept beside it."""
-    setattr(fn, mark, True)
-    RUN_LISTENERS[:] = [f for f in RUN_LISTENERS if not getattr(f, mark, False)]
-    RUN_LISTENERS.append(fn)
 
 
 class ClusCaBlockPatch:
@@ -121,19 +112,14 @@ def _start_run(holder: ClusCaHolder, guider, sigmas) -> None:
     run = holder.start_run(sigmas, guider.model_patcher.model.model_sampling, adapter.family)
     if run is not None:
         c = holder.config
-        if not c.adaptive:
-            plan = f"{run.planned_full_steps} of {run.num_steps} steps planned full"
-        else:
-            budget = (f", target speed-up {c.target_speedup:g} = about {run.full_budget} full steps"
-                      if run.full_budget is not None else "")
-            plan = (f"error-adaptive schedule over {run.num_steps} steps (threshold {c.error_threshold:g}{budget}, "
-                    f"at most {c.interval_ceiling - 1} cached steps in a row)")
-        log.info("ClusCa enabled - %s, mode %s, interval %d, warm-up %d, order %d, %d clusters, gamma %g, "
-                 "window %.2f-%.2f: %s", adapter.family, c.mode, c.fresh_interval, c.warmup_steps, c.taylor_order,
-                 c.clusters, c.propagation_ratio, c.start_percent, c.end_percent, plan)
+        log.info("ClusCa enabled - %s, mode %s, warm-up %d, order %d, %d clusters, gamma %g, window %.2f-%.2f: %s",
+                 adapter.family, c.mode, c.warmup_steps, c.taylor_order, c.clusters, c.propagation_ratio,
+                 c.start_percent, c.end_percent, run.schedule.describe())
 
 
 def _finish_run(template: ClusCaHolder, holder: ClusCaHolder, seconds=None) -> None:
+    """The run's end: its summary and clusters kept on the template (and its parents' cluster maps), the
+    summary logged and sent to the page, then every cached tensor freed."""
     run = holder.run
     try:
         summary = run.summary()
@@ -141,27 +127,25 @@ def _finish_run(template: ClusCaHolder, holder: ClusCaHolder, seconds=None) -> N
         summary["node_id"] = holder.node_id
         if run.disabled:
             summary["disabled"] = run.disabled
-        template.last_summary = summary
-        template.last_clusters = run.cluster_snapshot
+        template.publish(summary, holder.run_clusters)
         log.info(summary_line(summary))
-        for listener in list(RUN_LISTENERS):
-            try:
-                listener(template, summary)
-            except Exception:  # noqa: BLE001 - a UI problem must not fail the run
-                log.debug("ClusCa run listener failed", exc_info=True)
+        try:
+            send_stats(template, summary)
+        except Exception:  # noqa: BLE001 - a UI problem must not fail the run
+            log.debug("ClusCa could not send the run statistics to the page", exc_info=True)
     finally:
         holder.reset()
 
 
 def own_holder_on_clone(original, clone) -> None:
-    """``ON_CLONE`` callback: a clone of a ClusCa model gets its own holder (same settings, its own run
-    results). ComfyUI 0.33's ``clone()`` copies ``transformer_options`` as plain dicts and lists, so without
-    this every clone would share one holder, and with it the last run's summary and clusters (a cluster map
-    could show another sampler's run); older versions deep-copy it (``ClusCaHolder.__deepcopy__``)."""
+    """``ON_CLONE`` callback: a clone of a ClusCa model gets its own holder, a child of the original's (same
+    settings, its own run results). ComfyUI 0.33's ``clone()`` copies ``transformer_options`` as plain dicts
+    and lists, so without this every clone would share one holder, and with it the last run's summary and
+    clusters (a cluster map could show another sampler's run); older versions deep-copy it."""
     source = (original.model_options.get("transformer_options") or {}).get(KEY)
     to = clone.model_options.get("transformer_options")
-    if isinstance(source, ClusCaHolder) and isinstance(to, dict) and to.get(KEY) is source:
-        to[KEY] = source.clone()
+    if isinstance(source, ClusCaHolder) and isinstance(to, dict) and isinstance(to.get(KEY), ClusCaHolder):
+        to[KEY] = source.child()
 
 
 def diffusion_model_wrapper(executor, *args, **kwargs):
@@ -188,6 +172,10 @@ def diffusion_model_wrapper(executor, *args, **kwargs):
     finally:
         run.current = None
     _eager(run.finish_call, plan, info.full_flops, info.cached_flops)
+    if plan.full and not plan.failed:
+        snapshot = cluster_snapshot(plan)
+        if snapshot is not None:
+            holder.run_clusters = snapshot
     return out
 
 

@@ -13,13 +13,10 @@ import math
 import sys
 import time
 
-from .patching import add_run_listener
-
 log = logging.getLogger("ClusCa")
 
 #: the websocket message type the frontend extension listens to
 EVENT = "clusca.stats"
-_MARK = "_clusca_ui_stats"
 
 
 def json_safe(value):
@@ -74,7 +71,8 @@ def stats_message(template, summary: dict) -> dict:
 
 
 def send_stats(template, summary: dict) -> bool:
-    """``RUN_LISTENERS`` entry: send the summary to the page that queued the prompt. True when sent."""
+    """Send a run's summary to the page that queued the prompt (called at the end of every run). True when
+    sent."""
     ps = prompt_server()
     if ps is None or not callable(getattr(ps, "send_sync", None)) or getattr(ps, "loop", None) is None:
         return False
@@ -83,11 +81,3 @@ def send_stats(template, summary: dict) -> bool:
         return False
     ps.send_sync(EVENT, message, getattr(ps, "client_id", None))
     return True
-
-
-def register() -> None:
-    """Add the listener once (a reloaded module replaces the earlier copy instead of adding a second)."""
-    add_run_listener(send_stats, _MARK)
-
-
-register()

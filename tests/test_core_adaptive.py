@@ -1,25 +1,39 @@
-"""The error-adaptive schedule and the target speed-up budget (RunState, driven by synthetic errors)."""
+"""The error-adaptive schedules: the threshold schedule and the speed-up controller (RunState and the schedule
+objects, driven by synthetic errors)."""
+
+import math
 
 import torch
 
 from clusca_core.config import ClusCaConfig
-from clusca_core.slots import RunState
+from clusca_core.run import RunState
+from clusca_core.schedule import SpeedupSchedule
 
 
-def drive(config, errors, steps=20):
-    """Walk a run step by step; ``errors(step)`` is the forecast error a cached step reports."""
+def drive(config, errors, steps=20, slots=("cond",)):
+    """Walk a run step by step; ``errors(step, distance)`` is the forecast error a cached step reports
+    (``distance`` from the last full step); one call per step holds all ``slots``."""
     run = RunState(config, torch.linspace(1, 0, steps + 1))
-    decisions = []
+    decisions, last_full = [], None
     for i in range(steps):
-        plan = run.plan_call(float(run.locator.sigmas[i]), ["cond"], 1, ("shape",))
+        plan = run.plan_call(float(run.locator.sigmas[i]), list(slots), len(slots), ("shape",))
         plan.blocks_run = 1
         if plan.full:
-            plan.slots[0].position = plan.position       # as a recorded full step would
+            for slot in plan.slots:
+                slot.position = plan.position       # as a recorded full step would
+            last_full = i
         else:
-            plan.probe_errors.append(torch.tensor(errors(i)))
+            plan.probe_errors.append(torch.full((len(slots),), float(_call(errors, i, i - last_full))))
         run.finish_call(plan)
         decisions.append(plan.full)
     return decisions, run
+
+
+def _call(errors, step, distance):
+    try:
+        return errors(step, distance)
+    except TypeError:
+        return errors(step)
 
 
 def full_steps(decisions):
@@ -50,23 +64,50 @@ def test_errors_decide_where_full_steps_go():
     assert len(early) >= 4 and len(late) <= 2
 
 
-def test_target_speedup_budget_is_kept():
-    for target in (2.0, 4.0, 5.0):
-        cfg = ClusCaConfig(target_speedup=target, warmup_steps=3, fresh_interval=5)
-        decisions, run = drive(cfg, lambda step: 1.0, steps=50)          # errors always ask for full steps
-        assert len(full_steps(decisions)) == round(50 / target)
-        decisions, run = drive(cfg, lambda step: 0.0, steps=50)          # errors never do: ceiling only
-        assert len(full_steps(decisions)) <= round(50 / target)
+def test_speedup_controller_spends_exactly_its_budget_whatever_the_errors():
+    patterns = {"always large": lambda s, d: 1.0, "never": lambda s, d: 0.0, "linear": lambda s, d: 0.02 * d,
+                "rising": lambda s, d: 0.001 * d * math.exp(s / 10), "falling": lambda s, d: 0.05 * d * math.exp(-s / 10),
+                "noisy": lambda s, d: 0.02 * d * (1 + math.sin(7 * s))}
+    for target in (2.0, 3.0, 4.0, 5.0, 6.0):
+        for warmup in (1, 3):
+            cfg = ClusCaConfig(target_speedup=target, warmup_steps=warmup, fresh_interval=5)
+            for name, errors in patterns.items():
+                decisions, run = drive(cfg, errors, steps=50)
+                assert len(full_steps(decisions)) == round(50 / target), (target, warmup, name)
+                assert full_steps(decisions)[:warmup] == list(range(warmup))
+                s = run.summary()
+                assert s["speedup_asked"] == target and s["full_steps"] == round(50 / target)
 
 
-def test_threshold_follows_the_budget_pace():
-    cfg = ClusCaConfig(target_speedup=5.0, warmup_steps=2, fresh_interval=5, adaptive_threshold=0.1)
-    run = RunState(cfg, torch.linspace(1, 0, 51))
-    run.stats.full_steps.update({0, 1})
-    on_pace = run.adaptive_threshold_at(2)
-    run.stats.full_steps.update({2, 3, 4, 5})          # ahead of the budget: harder to ask for more
-    assert run.adaptive_threshold_at(6) > on_pace
-    assert abs(on_pace - 0.1) < 0.05
+def test_speedup_controller_puts_full_steps_where_the_errors_grow():
+    cfg = ClusCaConfig(target_speedup=4.0, warmup_steps=1, fresh_interval=5)
+    rising, _ = drive(cfg, lambda s, d: 0.002 * d * math.exp(s / 8), steps=50)
+    falling, _ = drive(cfg, lambda s, d: 0.2 * d * math.exp(-s / 8), steps=50)
+    late = lambda decisions: len([f for f in full_steps(decisions) if f >= 25])   # noqa: E731
+    assert late(rising) > late(falling) + 2
+    flat, _ = drive(cfg, lambda s, d: 0.02 * d, steps=50)
+    gaps = [b - a for a, b in zip(full_steps(flat), full_steps(flat)[1:])]
+    assert max(gaps) - min(gaps) <= 3                          # steady errors: about evenly spaced
+
+
+def test_speedup_controller_decisions_do_not_depend_on_how_conditionings_are_batched():
+    cfg = ClusCaConfig(target_speedup=4.0, warmup_steps=2, fresh_interval=5)
+    errors = lambda s, d: 0.01 * d * (1 + (s % 7) / 3)          # noqa: E731
+    one, _ = drive(cfg, errors, steps=30, slots=("cond",))
+    two, _ = drive(cfg, errors, steps=30, slots=("cond", "uncond"))
+    assert one == two
+
+
+def test_speedup_controller_threshold_solves_the_budget():
+    sched = SpeedupSchedule([True] + [False] * 39, speedup=4.0)
+    sched.full_done(0)
+    for t in range(1, 6):
+        sched.observe(t, 0.01 * t)                              # rate 0.01 per step of distance, steady
+    free = list(range(6, 40))
+    tau = sched.threshold(6, free, 8)
+    spent = sum(r / (tau + 2 * r) for r in sched.rates(free))
+    assert abs(spent - 8) < 1e-3
+    assert sched.threshold(6, free, 4) > tau                    # fewer full steps left: a higher threshold
 
 
 def test_fixed_schedule_is_untouched_when_adaptive_is_off():

@@ -160,7 +160,7 @@ def test_refresh_of_the_single_blocks_pairs_clusters_with_their_tokens(monkeypat
     the model concatenates the streams: image first in ComfyUI 0.3.75, text first in 0.33. The
     order is found from what the blocks compute, so caching runs and the joint labels line up either way."""
     from devkit.comfy_env import comfyui_version, pack_module
-    slots = pack_module("clusca_core.slots")
+    slots = pack_module("clusca_core.plan")
     config = pack_module("clusca_core.config").ClusCaConfig(refresh_scope="all", clusters=4)
     joined = []
     real_join = slots.CallPlan.join_clusters

@@ -80,12 +80,15 @@ def test_two_clones_of_one_patched_model_keep_their_own_results():
     holder = lambda m: m.model_options["transformer_options"]["clusca"]   # noqa: E731
     assert holder(a) is not holder(b) and holder(a) is not holder(patched)
     assert holder(a).config == holder(b).config == holder(patched).config
-    sample(a, flux_cond(1), flux_cond(2), steps=8, cfg=2.0, height=8, width=8)
+    out = sample(a, flux_cond(1), flux_cond(2), steps=8, cfg=2.0, height=8, width=8)
     assert holder(a).last_summary is not None and holder(a).last_clusters is not None
     assert holder(b).last_summary is None and holder(b).last_clusters is None
-    assert holder(patched).last_summary is None
+    assert holder(b).descendant_clusters is None
     with pytest.raises(ValueError, match="no sampling run"):
-        map_node(model=b, samples={"samples": torch.zeros(1, 16, 8, 8)})
+        map_node(model=b, samples={"samples": out})
+    # the parent (Apply ClusCa's own output) shows the run of a model derived from it
+    assert holder(patched).last_summary is None
+    assert map_node(model=patched, samples={"samples": out}).shape == map_node(model=a, samples={"samples": out}).shape
 
 
 def test_video_gives_one_map_per_frame_and_follows_the_decoded_frames():
@@ -118,17 +121,18 @@ def test_render_handles_any_cluster_count_and_odd_sizes():
         cluster_map.render_cluster_map({"labels": labels, "grid": (1, 5, 5)}, 8, 8)
 
 
-# -- stats listener ---------------------------------------------------------------------------------------
+# -- stats sent at the run's end ---------------------------------------------------------------------------
 
-def test_stats_listener_is_registered_once_and_is_a_no_op_without_a_server():
-    marks = [fn for fn in patching.RUN_LISTENERS if getattr(fn, "_clusca_ui_stats", False)]
-    assert marks == [ui_stats.send_stats]
-    ui_stats.register()
-    assert [fn for fn in patching.RUN_LISTENERS if getattr(fn, "_clusca_ui_stats", False)] == [ui_stats.send_stats]
+def test_stats_are_sent_from_the_runs_end_and_are_a_no_op_without_a_server(monkeypatch):
+    assert not hasattr(patching, "RUN_LISTENERS")         # explicit calls, no module-global listeners
     assert ui_stats.prompt_server() is None
+    sent = []
+    real = patching.send_stats
+    monkeypatch.setattr(patching, "send_stats", lambda template, summary: sent.append(summary) or real(template, summary))
     model = apply(tiny_flux(0))
-    sample(model, flux_cond(1), flux_cond(2), steps=6, cfg=2.0, height=8, width=8)   # listeners ran
+    sample(model, flux_cond(1), flux_cond(2), steps=6, cfg=2.0, height=8, width=8)
     holder = model.model_options["transformer_options"]["clusca"]
+    assert sent == [holder.last_summary]
     assert ui_stats.send_stats(holder, holder.last_summary) is False
 
 
