@@ -4,7 +4,10 @@ through real ComfyUI."""
 from __future__ import annotations
 
 import argparse
+import collections
+import logging
 import math
+import pathlib
 
 import numpy as np
 import pytest
@@ -403,10 +406,75 @@ def test_malformed_checkpoints_give_clear_errors(model_folder):
     with pytest.raises(ValueError, match=r"wrong-shape\.safetensors.*blocks\.0\.mlp\.fc2\.weight"):
         loader.execute(ckpt_name="wrong-shape.safetensors", weight_dtype="fp32")
 
-    # a .pt that needs unpickling of arbitrary objects (like a training checkpoint's args) is not executed
-    torch.save({"model": sd, "args": argparse.Namespace(model="DiT-XL/2")}, model_folder / "pickled.pt")
-    with pytest.raises(ValueError, match=r"pickled\.pt.*weights-only"):
-        loader.execute(ckpt_name="pickled.pt", weight_dtype="fp32")
+
+class TrainingState(collections.OrderedDict):
+    """An OrderedDict subclass with code: unpickling it would run this module's code."""
+
+    def __setstate__(self, state):   # pragma: no cover - must never run
+        raise AssertionError("the loader ran code from a checkpoint")
+
+
+def train_py_args(num_classes=1000) -> argparse.Namespace:
+    """The command line the official DiT train.py stores under "args" (its options, as its parser gives them)."""
+    parser = argparse.ArgumentParser()
+    for name, kind, default in (("--data-path", str, None), ("--results-dir", str, "results"),
+                                ("--model", str, "DiT-XL/2"), ("--image-size", int, 256),
+                                ("--num-classes", int, 1000), ("--epochs", int, 1400),
+                                ("--global-batch-size", int, 256), ("--global-seed", int, 0), ("--vae", str, "ema"),
+                                ("--num-workers", int, 4), ("--log-every", int, 100), ("--ckpt-every", int, 50_000)):
+        parser.add_argument(name, type=kind, default=default)
+    return parser.parse_args(["--data-path", "/data/imagenet/train", "--num-classes", str(num_classes)])
+
+
+def train_py_checkpoint(ema_sd: dict, model_sd: dict, num_classes=1000) -> dict:
+    """A checkpoint as DiT's train.py writes it: model and EMA weights, the AdamW state, and args."""
+    param = torch.nn.Parameter(torch.zeros(4))
+    opt = torch.optim.AdamW([param], lr=1e-4, weight_decay=0)
+    param.grad = torch.ones(4)
+    opt.step()
+    return {"model": model_sd, "ema": ema_sd, "opt": opt.state_dict(), "args": train_py_args(num_classes)}
+
+
+def test_loader_reads_official_train_py_checkpoints_using_ema(model_folder):
+    """train.py's checkpoints hold args as an argparse.Namespace: allowed for that load; the EMA weights are
+    used (as DiT's sample.py does), not the raw training weights."""
+    ema, raw = _checkpoint_model(), tiny_dit(8, hidden=128, heads=2, depth=2)
+    torch.save(train_py_checkpoint(official_state_dict(ema), official_state_dict(raw)),
+               model_folder / "0050000.pt")
+    m = nodes.NODE_CLASS_MAPPINGS["ClusCaDiTLoader"].execute(ckpt_name="0050000.pt", weight_dtype="fp32").result[0]
+    g = torch.Generator().manual_seed(2)
+    x, t, y = torch.randn(1, 4, 16, 16, generator=g), torch.tensor([300.0]), torch.tensor([207])
+    with torch.no_grad():
+        out = m.model.diffusion_model(x, t, y=y)
+        assert torch.equal(out, ema.model.diffusion_model(x, t, y=y))
+        assert not torch.allclose(out, raw.model.diffusion_model(x, t, y=y))
+    # the allowance is scoped to the loader's read: a plain weights-only load still refuses the Namespace
+    with pytest.raises(Exception, match="Namespace"):
+        torch.load(model_folder / "0050000.pt", weights_only=True)
+
+
+def test_loader_still_refuses_checkpoints_with_other_classes(model_folder):
+    sd = official_state_dict(_checkpoint_model())
+    loader = nodes.NODE_CLASS_MAPPINGS["ClusCaDiTLoader"]
+    torch.save({"ema": sd, "state": TrainingState(step=3)}, model_folder / "with-code.pt")
+    with pytest.raises(ValueError, match=r"with-code\.pt.*TrainingState.*weights-only") as err:
+        loader.execute(ckpt_name="with-code.pt", weight_dtype="fp32")
+    assert "argparse.Namespace" in str(err.value)
+    # argparse.Namespace is allowed, not what it holds: a Path inside args is still refused
+    args = train_py_args()
+    args.results_dir = pathlib.PurePosixPath("results")
+    torch.save({"ema": sd, "args": args}, model_folder / "path-in-args.pt")
+    with pytest.raises(ValueError, match=r"path-in-args\.pt.*PurePosixPath.*weights-only"):
+        loader.execute(ckpt_name="path-in-args.pt", weight_dtype="fp32")
+
+
+@pytest.mark.parametrize("content", ["tensor", "list", "list1", "int"])
+def test_pt_without_a_state_dict_is_refused_clearly(model_folder, content):
+    value = {"tensor": torch.zeros(3, 4), "list": [torch.zeros(2), torch.ones(2)], "list1": [torch.zeros(2)],
+             "int": 7}[content]
+    torch.save(value, model_folder / f"{content}.pt")
+    with pytest.raises(ValueError, match=rf"'[^']*{content}\.pt' does not hold a state dict"):
+        nodes.NODE_CLASS_MAPPINGS["ClusCaDiTLoader"].execute(ckpt_name=f"{content}.pt", weight_dtype="fp32")
 
 
 # -- the label node -----------------------------------------------------------------------------------
@@ -452,3 +520,4 @@ def test_nodes_are_registered_with_tooltips():
             assert spec[1].get("tooltip"), f"{node_id}.{name} has no tooltip"
     assert list(nodes.NODE_CLASS_MAPPINGS["ClusCaDiTLoader"].RETURN_TYPES) == ["MODEL"]
     assert list(nodes.NODE_CLASS_MAPPINGS["ClusCaDiTClassLabel"].RETURN_TYPES) == ["CONDITIONING", "CONDITIONING"]
+

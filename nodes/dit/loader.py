@@ -3,7 +3,10 @@
 Reads the files of facebookresearch/DiT (``DiT-XL-2-256x256.pt``, ``DiT-XL-2-512x512.pt``) and any other
 DiT size saved the same way, as ``.pt``/``.pth``/``.ckpt`` (loaded weights-only, never unpickling code) or
 ``.safetensors``. Keys may carry a prefix (``module.``, ``model.diffusion_model.``...) and ``.pt`` files may wrap
-the weights in ``{"ema": ...}`` / ``{"model": ...}`` (training checkpoints). Everything about the architecture
+the weights in ``{"ema": ...}`` / ``{"model": ...}`` (training checkpoints). The checkpoints the official
+``train.py`` writes, ``{"model", "ema", "opt", "args"}``, hold their command line as an ``argparse.Namespace``:
+that one class is allowed while such a file is read weights-only (any other object is still refused), and the
+``"ema"`` weights are used when present, as the official ``sample.py`` does. Everything about the architecture
 comes from the weights:
 
 - hidden size, input channels and patch size (2, 4 or 8): ``x_embedder.proj.weight`` (hidden, C, p, p)
@@ -16,9 +19,12 @@ comes from the weights:
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import logging
 import math
 import os
+import pickle
 import re
 
 import torch
@@ -48,6 +54,12 @@ BLOCK_KEYS = tuple(f"{module}.{p}" for module in ("attn.qkv", "attn.proj", "mlp.
 #: keys that may be absent: the fixed position table is recomputed when missing
 OPTIONAL_KEYS = ("pos_embed",)
 DEFAULT_INPUT_SIZE = 32
+#: the only non-container class a ``.pt`` may hold besides tensors: the command line the official train.py
+#: stores under "args" (allowed for that one weights-only load, never globally)
+ALLOWED_CHECKPOINT_CLASSES = (argparse.Namespace,)
+#: the wrappers of training checkpoints, in the order they are looked for ("ema" first, as DiT's sample.py)
+WRAPPERS = ("ema", "model", "state_dict", "module")
+SAFETENSORS_SUFFIXES = (".safetensors", ".sft")
 _BLOCK_RE = re.compile(r"^blocks\.(\d+)\.")
 
 
@@ -64,12 +76,18 @@ def _list_keys(keys: list[str], limit: int = 12) -> str:
     return shown + (f" ... and {len(keys) - limit} more" if len(keys) > limit else "")
 
 
-def normalise_state_dict(sd: dict) -> dict:
-    """The DiT weights of a loaded file: unwrapped from training-checkpoint dicts, key prefix removed."""
-    for wrapper in ("ema", "model", "state_dict", "module"):
-        inner = sd.get(wrapper) if isinstance(sd, dict) else None
-        if isinstance(inner, dict) and not any(k.endswith("x_embedder.proj.weight") for k in sd):
-            return normalise_state_dict(inner)
+def normalise_state_dict(sd: dict, source: str = "checkpoint") -> dict:
+    """The DiT weights of a loaded file: unwrapped from training-checkpoint dicts (``"ema"`` before
+    ``"model"``), or from a dict with a single entry holding a dict, key prefix removed."""
+    if isinstance(sd, dict) and not any(isinstance(k, str) and k.endswith("x_embedder.proj.weight") for k in sd):
+        for wrapper in WRAPPERS:
+            if isinstance(sd.get(wrapper), dict):
+                if wrapper == "ema" and "model" in sd:
+                    log.info("ClusCa DiT loader: '%s' is a training checkpoint; using its EMA weights (\"ema\"), "
+                             "as DiT's sample.py does", os.path.basename(source))
+                return normalise_state_dict(sd[wrapper], source)
+        if len(sd) == 1 and isinstance(next(iter(sd.values())), dict):
+            return normalise_state_dict(next(iter(sd.values())), source)
     anchor = "x_embedder.proj.weight"
     prefixes = [k[:-len(anchor)] for k in sd if isinstance(k, str) and k.endswith(anchor)]
     if len(prefixes) == 1 and prefixes[0]:
@@ -116,7 +134,7 @@ def infer_unet_config(sd: dict, source: str = "checkpoint") -> dict:
 
 def load_dit_state_dict(sd: dict, source: str = "checkpoint", dtype=None) -> comfy.model_patcher.ModelPatcher:
     """A ComfyUI MODEL from DiT weights in the official key layout (see the module docstring)."""
-    sd = normalise_state_dict(sd)
+    sd = normalise_state_dict(sd, source)
     unet_config = infer_unet_config(sd, source)
     load_device = comfy.model_management.get_torch_device()
     offload_device = comfy.model_management.unet_offload_device()
@@ -148,15 +166,48 @@ def load_dit_state_dict(sd: dict, source: str = "checkpoint", dtype=None) -> com
     return comfy.model_patcher.ModelPatcher(model, load_device=load_device, offload_device=offload_device)
 
 
-def load_dit_checkpoint(path: str, dtype=None) -> comfy.model_patcher.ModelPatcher:
-    """Read a DiT checkpoint file (``.pt`` weights-only, or ``.safetensors``) and build the model."""
+def _refused_global(exc: Exception) -> str:
+    """The class torch's weights-only unpickler refused, as its message names it, or ''."""
+    m = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
+    return m.group(1) if m else ""
+
+
+def read_pickled_checkpoint(path: str):
+    """What a ``.pt``/``.pth``/``.ckpt`` file holds, unpickled weights-only: tensors, containers, plain values
+    and, for this one load, ``argparse.Namespace`` (train.py's ``args``); any other class is refused with
+    DiTCheckpointError. Never runs code from the file."""
+    safe_globals = getattr(torch.serialization, "safe_globals", None)    # a scoped allow-list (torch >= 2.5)
+    scope = safe_globals(list(ALLOWED_CHECKPOINT_CLASSES)) if safe_globals is not None else contextlib.nullcontext()
+    kwargs = {"mmap": True} if getattr(comfy.utils, "MMAP_TORCH_FILES", False) else {}
     try:
-        sd = comfy.utils.load_torch_file(path, safe_load=True)
+        with scope:
+            return torch.load(path, map_location="cpu", weights_only=True, **kwargs)
+    except pickle.UnpicklingError as exc:
+        refused = _refused_global(exc)
+        what = f"an object of class {refused}" if refused else "objects that are not tensors or plain containers"
+        raise DiTCheckpointError(
+            f"'{path}' holds {what}; DiT checkpoints are read weights-only (no code from the file is ever run), "
+            f"which allows tensors, plain containers and values, and argparse.Namespace (the 'args' of the "
+            f"official train.py) only. Save the weights alone, e.g. torch.save(checkpoint['ema'], ...), or as "
+            f".safetensors") from exc
     except Exception as exc:
         raise DiTCheckpointError(f"could not read '{path}' as a weights-only checkpoint: {type(exc).__name__}: "
                                  f"{exc}") from exc
+
+
+def load_dit_checkpoint(path: str, dtype=None) -> comfy.model_patcher.ModelPatcher:
+    """Read a DiT checkpoint file (``.pt`` weights-only, or ``.safetensors``) and build the model."""
+    if path.lower().endswith(SAFETENSORS_SUFFIXES):
+        try:
+            sd = comfy.utils.load_torch_file(path, safe_load=True)
+        except Exception as exc:
+            raise DiTCheckpointError(f"could not read '{path}' as a safetensors file: {type(exc).__name__}: "
+                                     f"{exc}") from exc
+    else:
+        sd = read_pickled_checkpoint(path)
     if not isinstance(sd, dict):
-        raise DiTCheckpointError(f"'{path}' does not hold a state dict")
+        raise DiTCheckpointError(f"'{path}' does not hold a state dict (a dict of weight names to tensors): it holds "
+                                 f"a {type(sd).__name__}")
     return load_dit_state_dict(sd, path, dtype)
 
 
