@@ -521,3 +521,79 @@ def test_nodes_are_registered_with_tooltips():
     assert list(nodes.NODE_CLASS_MAPPINGS["ClusCaDiTLoader"].RETURN_TYPES) == ["MODEL"]
     assert list(nodes.NODE_CLASS_MAPPINGS["ClusCaDiTClassLabel"].RETURN_TYPES) == ["CONDITIONING", "CONDITIONING"]
 
+
+# -- models without a null class (trained with class_dropout_prob=0) ------------------------------------
+
+def _no_null_class_file(folder, name="no-null.safetensors", classes=1000):
+    """A DiT whose label table has exactly ``classes`` rows: no null-class row. Its weights are those of a tiny
+    DiT with ``classes - 1`` classes plus the null row, so its last class row is that model's null row."""
+    src = tiny_dit(7, hidden=128, heads=2, depth=2, num_classes=classes - 1)
+    safetensors.torch.save_file(official_state_dict(src), str(folder / name))
+    return src
+
+
+def test_table_without_null_row_is_detected():
+    cfg = dit_loader.infer_unet_config(official_shapes(2, 128, 2, 16, classes=999), "x")      # 1000 rows
+    assert (cfg["num_classes"], cfg["null_class"]) == (1000, False)
+    cfg = dit_loader.infer_unet_config(official_shapes(2, 128, 2, 16, classes=1000), "x")     # 1001 rows
+    assert (cfg["num_classes"], cfg["null_class"]) == (1000, True)
+    # a train.py checkpoint's args.num_classes decides for other class counts
+    cfg = dit_loader.infer_unet_config(official_shapes(2, 128, 2, 16, classes=9), "x", num_classes=10)
+    assert (cfg["num_classes"], cfg["null_class"]) == (10, False)
+    cfg = dit_loader.infer_unet_config(official_shapes(2, 128, 2, 16, classes=10), "x", num_classes=10)
+    assert (cfg["num_classes"], cfg["null_class"]) == (10, True)
+    cfg = dit_loader.infer_unet_config(official_shapes(2, 128, 2, 16, classes=9), "x")        # 10 rows, no args
+    assert (cfg["num_classes"], cfg["null_class"]) == (9, True)
+
+
+def test_model_without_null_class_keeps_every_class_and_cfg_with_null_negative_has_no_effect(model_folder, caplog):
+    src = _no_null_class_file(model_folder)
+    loader = nodes.NODE_CLASS_MAPPINGS["ClusCaDiTLoader"]
+    m = loader.execute(ckpt_name="no-null.safetensors", weight_dtype="fp32").result[0]
+    emb = m.model.diffusion_model.y_embedder
+    assert (emb.num_classes, emb.has_null_class, emb.embedding_table.weight.shape[0]) == (1000, False, 1000)
+    g = torch.Generator().manual_seed(3)
+    x, t = torch.randn(1, 4, 16, 16, generator=g), torch.tensor([400.0])
+    with torch.no_grad():   # class 999 is a class here (the source model's row 999)
+        assert torch.equal(m.model.diffusion_model(x, t, y=torch.tensor([999])),
+                           src.model.diffusion_model(x, t, y=torch.tensor([999])))
+
+    pos, neg = nodes.NODE_CLASS_MAPPINGS["ClusCaDiTClassLabel"].execute(class_index=207, class_name="").result
+    no_cfg = sample(m, pos, neg, steps=6, cfg=1.0, channels=4)          # cfg 1: the negative is not computed
+    with caplog.at_level(logging.WARNING, logger="ClusCa"):
+        guided = sample(m, pos, neg, steps=6, cfg=4.0, channels=4)
+        again = sample(m, pos, neg, steps=6, cfg=4.0, channels=4)
+    # the null negative gives the positive's prediction: the same as the positive as the negative, and (up to
+    # batched-vs-single rounding) as no CFG at all
+    assert torch.equal(guided, sample(m, pos, pos, steps=6, cfg=4.0, channels=4))
+    assert psnr(guided, no_cfg) > 100 and torch.equal(guided, again)
+    warnings = [r.getMessage() for r in caplog.records if "no null-class row" in r.getMessage()]
+    assert len(warnings) == 1 and "CFG has no effect" in warnings[0]
+    # the old behaviour, guiding away from class 999, is far from it
+    away_from_999 = sample(m, pos, dit_cond(999), steps=6, cfg=4.0, channels=4)
+    assert psnr(away_from_999, no_cfg) < psnr(guided, no_cfg) - 20
+    # with ClusCa the same holds (its caches are per conditioning)
+    assert torch.equal(sample(apply_node(m, fresh_interval=1), pos, neg, steps=6, cfg=4.0, channels=4), guided)
+
+
+def test_model_without_null_class_refuses_null_positive_and_label_out_of_range(model_folder):
+    _no_null_class_file(model_folder)
+    m = nodes.NODE_CLASS_MAPPINGS["ClusCaDiTLoader"].execute(ckpt_name="no-null.safetensors",
+                                                            weight_dtype="fp32").result[0]
+    with pytest.raises(ValueError, match="no null class.*positive input must be a class"):
+        sample(m, null_cond(), null_cond(), steps=2, cfg=4.0, channels=4)
+    with pytest.raises(ValueError, match="no null class.*positive input must be a class"):
+        sample(m, null_cond(), dit_cond(3), steps=2, cfg=1.0, channels=4)
+    mixed = nodes.ConditioningCombine().combine(null_cond(), dit_cond(88))[0]
+    with pytest.raises(ValueError, match="no null class.*cannot be combined with classes in the negative"):
+        sample(m, dit_cond(3), mixed, steps=2, cfg=4.0, channels=4)
+    small = tiny_dit(7, hidden=128, heads=2, depth=2, num_classes=9)      # 10 rows: 9 classes + null
+    torch.save(train_py_checkpoint(official_state_dict(small), official_state_dict(small), num_classes=10),
+               model_folder / "ten-classes.pt")                          # train.py says 10 classes: no null row
+    m10 = nodes.NODE_CLASS_MAPPINGS["ClusCaDiTLoader"].execute(ckpt_name="ten-classes.pt",
+                                                              weight_dtype="fp32").result[0]
+    assert (m10.model.diffusion_model.y_embedder.num_classes, m10.model.diffusion_model.y_embedder.has_null_class) \
+        == (10, False)
+    assert torch.isfinite(sample(m10, dit_cond(9), null_cond(), steps=2, cfg=4.0, channels=4)).all()
+    with pytest.raises(ValueError, match="class label 10 is outside this DiT model's 0-9"):
+        sample(m10, dit_cond(10), null_cond(), steps=2, cfg=4.0, channels=4)

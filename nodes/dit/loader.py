@@ -11,7 +11,10 @@ comes from the weights:
 
 - hidden size, input channels and patch size (2, 4 or 8): ``x_embedder.proj.weight`` (hidden, C, p, p)
 - depth: the ``blocks.N.`` indices; MLP ratio: ``blocks.0.mlp.fc1.weight``
-- classes: ``y_embedder.embedding_table.weight`` rows minus the null-class row
+- classes: ``y_embedder.embedding_table.weight`` rows minus the null-class row. A model trained without label
+  dropout has no null row: that is the case when the table has exactly 1000 rows (ImageNet's classes), or
+  exactly ``args.num_classes`` rows in a ``train.py`` checkpoint. Such a model cannot do classifier-free
+  guidance; see ``labels.py``
 - learned sigma: ``final_layer.linear.weight`` has p*p*2C rows (eps + variance) instead of p*p*C
 - input size: ``pos_embed`` (1, (input/p)^2, hidden); a file without it is taken as 256 px (latent 32)
 - heads: not stored; see :func:`config.heads_for_hidden`
@@ -36,6 +39,7 @@ import comfy.utils
 import folder_paths
 
 from .config import DiTModelConfig, architecture_name, heads_for_hidden, make_unet_config
+from .labels import NUM_IMAGENET_CLASSES, null_negative_is_positive
 from .model import describe
 
 log = logging.getLogger("ClusCa")
@@ -96,9 +100,33 @@ def normalise_state_dict(sd: dict, source: str = "checkpoint") -> dict:
     return {k: v for k, v in sd.items() if isinstance(k, str)}
 
 
-def infer_unet_config(sd: dict, source: str = "checkpoint") -> dict:
+def training_num_classes(checkpoint: dict):
+    """``args.num_classes`` of a checkpoint written by the official train.py, or None."""
+    args = checkpoint.get("args") if isinstance(checkpoint, dict) else None
+    n = getattr(args, "num_classes", None) if isinstance(args, argparse.Namespace) else None
+    return n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else None
+
+
+def class_table_layout(rows: int, source: str, num_classes=None) -> tuple[int, bool]:
+    """(classes, has a null-class row) of a label table with ``rows`` rows. ``num_classes`` (from a train.py
+    checkpoint's args) decides when given; otherwise a table of exactly 1000 rows is ImageNet's classes
+    without a null row (a model trained without label dropout), any other is classes + the null row."""
+    if num_classes is not None:
+        if rows == num_classes + 1:
+            return num_classes, True
+        if rows == num_classes:
+            return num_classes, False
+        log.warning("ClusCa DiT loader: '%s': its training args say %d classes but the label table has %d rows; "
+                    "taking %d classes and a null-class row", os.path.basename(source), num_classes, rows, rows - 1)
+    if rows == NUM_IMAGENET_CLASSES:
+        return rows, False
+    return rows - 1, True
+
+
+def infer_unet_config(sd: dict, source: str = "checkpoint", num_classes=None) -> dict:
     """The architecture of a DiT state dict (official key layout), or DiTCheckpointError naming the missing
-    keys. Only the tensors' shapes are read."""
+    keys. Only the tensors' shapes are read; ``num_classes`` (a train.py checkpoint's ``args.num_classes``)
+    tells whether the label table has a null-class row (see :func:`class_table_layout`)."""
     depth = 1 + max((int(m.group(1)) for k in sd if (m := _BLOCK_RE.match(k))), default=-1)
     missing = [k for k in required_keys(max(depth, 1)) if k not in sd]
     if missing:
@@ -111,7 +139,8 @@ def infer_unet_config(sd: dict, source: str = "checkpoint") -> dict:
                                  "(hidden, channels, patch, patch)")
     hidden, in_channels, patch = int(w.shape[0]), int(w.shape[1]), int(w.shape[2])
     mlp_ratio = int(sd["blocks.0.mlp.fc1.weight"].shape[0]) / hidden
-    num_classes = int(sd["y_embedder.embedding_table.weight"].shape[0]) - 1
+    num_classes, null_class = class_table_layout(int(sd["y_embedder.embedding_table.weight"].shape[0]), source,
+                                                 num_classes)
     out_channels = int(sd["final_layer.linear.weight"].shape[0]) // (patch * patch)
     if out_channels not in (in_channels, 2 * in_channels):
         raise DiTCheckpointError(f"'{source}': final_layer.linear.weight has {sd['final_layer.linear.weight'].shape[0]} "
@@ -129,13 +158,15 @@ def infer_unet_config(sd: dict, source: str = "checkpoint") -> dict:
                  input_size * 8, input_size)
     return make_unet_config(input_size=input_size, patch_size=patch, in_channels=in_channels, hidden_size=hidden,
                             depth=depth, num_heads=heads_for_hidden(hidden), mlp_ratio=mlp_ratio,
-                            num_classes=num_classes, learn_sigma=out_channels == 2 * in_channels)
+                            num_classes=num_classes, learn_sigma=out_channels == 2 * in_channels,
+                            null_class=null_class)
 
 
 def load_dit_state_dict(sd: dict, source: str = "checkpoint", dtype=None) -> comfy.model_patcher.ModelPatcher:
     """A ComfyUI MODEL from DiT weights in the official key layout (see the module docstring)."""
+    classes = training_num_classes(sd)
     sd = normalise_state_dict(sd, source)
-    unet_config = infer_unet_config(sd, source)
+    unet_config = infer_unet_config(sd, source, classes)
     load_device = comfy.model_management.get_torch_device()
     offload_device = comfy.model_management.unet_offload_device()
     model_config = DiTModelConfig(unet_config)
@@ -161,9 +192,13 @@ def load_dit_state_dict(sd: dict, source: str = "checkpoint", dtype=None) -> com
     model.load_model_weights({k: v for k, v in sd.items() if k in expected}, "")
     dm = model.diffusion_model
     name = architecture_name(len(dm.blocks), dm.hidden_size, dm.patch_size) or "DiT"
-    log.info("ClusCa DiT loader: %s - %s (%s), %d classes, %s weights", os.path.basename(source), name, describe(dm),
-             dm.y_embedder.num_classes, str(dtype).replace("torch.", ""))
-    return comfy.model_patcher.ModelPatcher(model, load_device=load_device, offload_device=offload_device)
+    null = "" if dm.y_embedder.has_null_class else " and no null class (trained without label dropout: no CFG)"
+    log.info("ClusCa DiT loader: %s - %s (%s), %d classes%s, %s weights", os.path.basename(source), name,
+             describe(dm), dm.y_embedder.num_classes, null, str(dtype).replace("torch.", ""))
+    patcher = comfy.model_patcher.ModelPatcher(model, load_device=load_device, offload_device=offload_device)
+    if not dm.y_embedder.has_null_class:
+        patcher.set_model_sampler_pre_cfg_function(null_negative_is_positive)
+    return patcher
 
 
 def _refused_global(exc: Exception) -> str:
