@@ -4,7 +4,10 @@ through real ComfyUI."""
 from __future__ import annotations
 
 import argparse
+import collections
+import logging
 import math
+import pathlib
 
 import numpy as np
 import pytest
@@ -403,10 +406,75 @@ def test_malformed_checkpoints_give_clear_errors(model_folder):
     with pytest.raises(ValueError, match=r"wrong-shape\.safetensors.*blocks\.0\.mlp\.fc2\.weight"):
         loader.execute(ckpt_name="wrong-shape.safetensors", weight_dtype="fp32")
 
-    # a .pt that needs unpickling of arbitrary objects (like a training checkpoint's args) is not executed
-    torch.save({"model": sd, "args": argparse.Namespace(model="DiT-XL/2")}, model_folder / "pickled.pt")
-    with pytest.raises(ValueError, match=r"pickled\.pt.*weights-only"):
-        loader.execute(ckpt_name="pickled.pt", weight_dtype="fp32")
+
+class TrainingState(collections.OrderedDict):
+    """An OrderedDict subclass with code: unpickling it would run this module's code."""
+
+    def __setstate__(self, state):   # pragma: no cover - must never run
+        raise AssertionError("the loader ran code from a checkpoint")
+
+
+def train_py_args(num_classes=1000) -> argparse.Namespace:
+    """The command line the official DiT train.py stores under "args" (its options, as its parser gives them)."""
+    parser = argparse.ArgumentParser()
+    for name, kind, default in (("--data-path", str, None), ("--results-dir", str, "results"),
+                                ("--model", str, "DiT-XL/2"), ("--image-size", int, 256),
+                                ("--num-classes", int, 1000), ("--epochs", int, 1400),
+                                ("--global-batch-size", int, 256), ("--global-seed", int, 0), ("--vae", str, "ema"),
+                                ("--num-workers", int, 4), ("--log-every", int, 100), ("--ckpt-every", int, 50_000)):
+        parser.add_argument(name, type=kind, default=default)
+    return parser.parse_args(["--data-path", "/data/imagenet/train", "--num-classes", str(num_classes)])
+
+
+def train_py_checkpoint(ema_sd: dict, model_sd: dict, num_classes=1000) -> dict:
+    """A checkpoint as DiT's train.py writes it: model and EMA weights, the AdamW state, and args."""
+    param = torch.nn.Parameter(torch.zeros(4))
+    opt = torch.optim.AdamW([param], lr=1e-4, weight_decay=0)
+    param.grad = torch.ones(4)
+    opt.step()
+    return {"model": model_sd, "ema": ema_sd, "opt": opt.state_dict(), "args": train_py_args(num_classes)}
+
+
+def test_loader_reads_official_train_py_checkpoints_using_ema(model_folder):
+    """train.py's checkpoints hold args as an argparse.Namespace: allowed for that load; the EMA weights are
+    used (as DiT's sample.py does), not the raw training weights."""
+    ema, raw = _checkpoint_model(), tiny_dit(8, hidden=128, heads=2, depth=2)
+    torch.save(train_py_checkpoint(official_state_dict(ema), official_state_dict(raw)),
+               model_folder / "0050000.pt")
+    m = nodes.NODE_CLASS_MAPPINGS["ClusCaDiTLoader"].execute(ckpt_name="0050000.pt", weight_dtype="fp32").result[0]
+    g = torch.Generator().manual_seed(2)
+    x, t, y = torch.randn(1, 4, 16, 16, generator=g), torch.tensor([300.0]), torch.tensor([207])
+    with torch.no_grad():
+        out = m.model.diffusion_model(x, t, y=y)
+        assert torch.equal(out, ema.model.diffusion_model(x, t, y=y))
+        assert not torch.allclose(out, raw.model.diffusion_model(x, t, y=y))
+    # the allowance is scoped to the loader's read: a plain weights-only load still refuses the Namespace
+    with pytest.raises(Exception, match="Namespace"):
+        torch.load(model_folder / "0050000.pt", weights_only=True)
+
+
+def test_loader_still_refuses_checkpoints_with_other_classes(model_folder):
+    sd = official_state_dict(_checkpoint_model())
+    loader = nodes.NODE_CLASS_MAPPINGS["ClusCaDiTLoader"]
+    torch.save({"ema": sd, "state": TrainingState(step=3)}, model_folder / "with-code.pt")
+    with pytest.raises(ValueError, match=r"with-code\.pt.*TrainingState.*weights-only") as err:
+        loader.execute(ckpt_name="with-code.pt", weight_dtype="fp32")
+    assert "argparse.Namespace" in str(err.value)
+    # argparse.Namespace is allowed, not what it holds: a Path inside args is still refused
+    args = train_py_args()
+    args.results_dir = pathlib.PurePosixPath("results")
+    torch.save({"ema": sd, "args": args}, model_folder / "path-in-args.pt")
+    with pytest.raises(ValueError, match=r"path-in-args\.pt.*PurePosixPath.*weights-only"):
+        loader.execute(ckpt_name="path-in-args.pt", weight_dtype="fp32")
+
+
+@pytest.mark.parametrize("content", ["tensor", "list", "list1", "int"])
+def test_pt_without_a_state_dict_is_refused_clearly(model_folder, content):
+    value = {"tensor": torch.zeros(3, 4), "list": [torch.zeros(2), torch.ones(2)], "list1": [torch.zeros(2)],
+             "int": 7}[content]
+    torch.save(value, model_folder / f"{content}.pt")
+    with pytest.raises(ValueError, match=rf"'[^']*{content}\.pt' does not hold a state dict"):
+        nodes.NODE_CLASS_MAPPINGS["ClusCaDiTLoader"].execute(ckpt_name=f"{content}.pt", weight_dtype="fp32")
 
 
 # -- the label node -----------------------------------------------------------------------------------
@@ -452,3 +520,80 @@ def test_nodes_are_registered_with_tooltips():
             assert spec[1].get("tooltip"), f"{node_id}.{name} has no tooltip"
     assert list(nodes.NODE_CLASS_MAPPINGS["ClusCaDiTLoader"].RETURN_TYPES) == ["MODEL"]
     assert list(nodes.NODE_CLASS_MAPPINGS["ClusCaDiTClassLabel"].RETURN_TYPES) == ["CONDITIONING", "CONDITIONING"]
+
+
+# -- models without a null class (trained with class_dropout_prob=0) ------------------------------------
+
+def _no_null_class_file(folder, name="no-null.safetensors", classes=1000):
+    """A DiT whose label table has exactly ``classes`` rows: no null-class row. Its weights are those of a tiny
+    DiT with ``classes - 1`` classes plus the null row, so its last class row is that model's null row."""
+    src = tiny_dit(7, hidden=128, heads=2, depth=2, num_classes=classes - 1)
+    safetensors.torch.save_file(official_state_dict(src), str(folder / name))
+    return src
+
+
+def test_table_without_null_row_is_detected():
+    cfg = dit_loader.infer_unet_config(official_shapes(2, 128, 2, 16, classes=999), "x")      # 1000 rows
+    assert (cfg["num_classes"], cfg["null_class"]) == (1000, False)
+    cfg = dit_loader.infer_unet_config(official_shapes(2, 128, 2, 16, classes=1000), "x")     # 1001 rows
+    assert (cfg["num_classes"], cfg["null_class"]) == (1000, True)
+    # a train.py checkpoint's args.num_classes decides for other class counts
+    cfg = dit_loader.infer_unet_config(official_shapes(2, 128, 2, 16, classes=9), "x", num_classes=10)
+    assert (cfg["num_classes"], cfg["null_class"]) == (10, False)
+    cfg = dit_loader.infer_unet_config(official_shapes(2, 128, 2, 16, classes=10), "x", num_classes=10)
+    assert (cfg["num_classes"], cfg["null_class"]) == (10, True)
+    cfg = dit_loader.infer_unet_config(official_shapes(2, 128, 2, 16, classes=9), "x")        # 10 rows, no args
+    assert (cfg["num_classes"], cfg["null_class"]) == (9, True)
+
+
+def test_model_without_null_class_keeps_every_class_and_cfg_with_null_negative_has_no_effect(model_folder, caplog):
+    src = _no_null_class_file(model_folder)
+    loader = nodes.NODE_CLASS_MAPPINGS["ClusCaDiTLoader"]
+    m = loader.execute(ckpt_name="no-null.safetensors", weight_dtype="fp32").result[0]
+    emb = m.model.diffusion_model.y_embedder
+    assert (emb.num_classes, emb.has_null_class, emb.embedding_table.weight.shape[0]) == (1000, False, 1000)
+    g = torch.Generator().manual_seed(3)
+    x, t = torch.randn(1, 4, 16, 16, generator=g), torch.tensor([400.0])
+    with torch.no_grad():   # class 999 is a class here (the source model's row 999)
+        assert torch.equal(m.model.diffusion_model(x, t, y=torch.tensor([999])),
+                           src.model.diffusion_model(x, t, y=torch.tensor([999])))
+
+    pos, neg = nodes.NODE_CLASS_MAPPINGS["ClusCaDiTClassLabel"].execute(class_index=207, class_name="").result
+    no_cfg = sample(m, pos, neg, steps=6, cfg=1.0, channels=4)          # cfg 1: the negative is not computed
+    with caplog.at_level(logging.WARNING, logger="ClusCa"):
+        guided = sample(m, pos, neg, steps=6, cfg=4.0, channels=4)
+        again = sample(m, pos, neg, steps=6, cfg=4.0, channels=4)
+    # the null negative gives the positive's prediction: the same as the positive as the negative, and (up to
+    # batched-vs-single rounding) as no CFG at all
+    assert torch.equal(guided, sample(m, pos, pos, steps=6, cfg=4.0, channels=4))
+    assert psnr(guided, no_cfg) > 100 and torch.equal(guided, again)
+    warnings = [r.getMessage() for r in caplog.records if "no null-class row" in r.getMessage()]
+    assert len(warnings) == 1 and "CFG has no effect" in warnings[0]
+    # the old behaviour, guiding away from class 999, is far from it
+    away_from_999 = sample(m, pos, dit_cond(999), steps=6, cfg=4.0, channels=4)
+    assert psnr(away_from_999, no_cfg) < psnr(guided, no_cfg) - 20
+    # with ClusCa the same holds (its caches are per conditioning)
+    assert torch.equal(sample(apply_node(m, fresh_interval=1), pos, neg, steps=6, cfg=4.0, channels=4), guided)
+
+
+def test_model_without_null_class_refuses_null_positive_and_label_out_of_range(model_folder):
+    _no_null_class_file(model_folder)
+    m = nodes.NODE_CLASS_MAPPINGS["ClusCaDiTLoader"].execute(ckpt_name="no-null.safetensors",
+                                                            weight_dtype="fp32").result[0]
+    with pytest.raises(ValueError, match="no null class.*positive input must be a class"):
+        sample(m, null_cond(), null_cond(), steps=2, cfg=4.0, channels=4)
+    with pytest.raises(ValueError, match="no null class.*positive input must be a class"):
+        sample(m, null_cond(), dit_cond(3), steps=2, cfg=1.0, channels=4)
+    mixed = nodes.ConditioningCombine().combine(null_cond(), dit_cond(88))[0]
+    with pytest.raises(ValueError, match="no null class.*cannot be combined with classes in the negative"):
+        sample(m, dit_cond(3), mixed, steps=2, cfg=4.0, channels=4)
+    small = tiny_dit(7, hidden=128, heads=2, depth=2, num_classes=9)      # 10 rows: 9 classes + null
+    torch.save(train_py_checkpoint(official_state_dict(small), official_state_dict(small), num_classes=10),
+               model_folder / "ten-classes.pt")                          # train.py says 10 classes: no null row
+    m10 = nodes.NODE_CLASS_MAPPINGS["ClusCaDiTLoader"].execute(ckpt_name="ten-classes.pt",
+                                                              weight_dtype="fp32").result[0]
+    assert (m10.model.diffusion_model.y_embedder.num_classes, m10.model.diffusion_model.y_embedder.has_null_class) \
+        == (10, False)
+    assert torch.isfinite(sample(m10, dit_cond(9), null_cond(), steps=2, cfg=4.0, channels=4)).all()
+    with pytest.raises(ValueError, match="class label 10 is outside this DiT model's 0-9"):
+        sample(m10, dit_cond(10), null_cond(), steps=2, cfg=4.0, channels=4)

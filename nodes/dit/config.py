@@ -5,11 +5,13 @@
   schedule); the one linear in beta itself is ``"sqrt_linear"``, so that is the name used here.
 - Latents: the SD 1.x VAE's (4 channels, scale factor 0.18215, as DiT was trained), so ComfyUI's
   ``VAEDecode`` with an SD 1.x VAE decodes them.
-- Conditioning: class labels (see ``labels.py``), passed to the model as ``y``.
+- Conditioning: class labels (see ``labels.py``), passed to the model as ``y``. A model without a null-class
+  row warns once when the null class reaches it (see ``labels.py``).
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Optional
 
 import torch
@@ -19,8 +21,10 @@ import comfy.latent_formats
 import comfy.model_base
 import comfy.supported_models_base
 
-from .labels import labels_from_cond
+from .labels import NO_CLASS, NO_NULL_CLASS_WARNING, labels_from_cond
 from .model import DiT
+
+log = logging.getLogger("ClusCa")
 
 IMAGE_MODEL = "clusca_dit"
 
@@ -54,12 +58,14 @@ def architecture_name(depth: int, hidden: int, patch_size: int) -> Optional[str]
 
 def make_unet_config(input_size: int = 32, patch_size: int = 2, in_channels: int = 4, hidden_size: int = 1152,
                      depth: int = 28, num_heads: Optional[int] = None, mlp_ratio: float = 4.0,
-                     num_classes: int = 1000, learn_sigma: bool = True) -> dict:
-    """The ``unet_config`` of a DiT (the keyword arguments of :class:`DiT`)."""
+                     num_classes: int = 1000, learn_sigma: bool = True, null_class: bool = True) -> dict:
+    """The ``unet_config`` of a DiT (the keyword arguments of :class:`DiT`); ``null_class`` False for a model
+    trained without label dropout (no null-class row)."""
     return dict(image_model=IMAGE_MODEL, input_size=int(input_size), patch_size=int(patch_size),
                 in_channels=int(in_channels), hidden_size=int(hidden_size), depth=int(depth),
                 num_heads=int(num_heads if num_heads is not None else heads_for_hidden(hidden_size)),
-                mlp_ratio=float(mlp_ratio), num_classes=int(num_classes), learn_sigma=bool(learn_sigma))
+                mlp_ratio=float(mlp_ratio), num_classes=int(num_classes), learn_sigma=bool(learn_sigma),
+                null_class=bool(null_class))
 
 
 class DiTModel(comfy.model_base.BaseModel):
@@ -67,9 +73,14 @@ class DiTModel(comfy.model_base.BaseModel):
 
     def __init__(self, model_config, model_type=comfy.model_base.ModelType.EPS, device=None):
         super().__init__(model_config, model_type, device=device, unet_model=DiT)
+        self.warned_no_null_class = False
 
     def extra_conds(self, **kwargs):
-        labels = labels_from_cond(kwargs, self.diffusion_model.y_embedder.num_classes)
+        embedder = self.diffusion_model.y_embedder
+        labels = labels_from_cond(kwargs, embedder.num_classes, embedder.has_null_class)
+        if not embedder.has_null_class and not self.warned_no_null_class and bool((labels == NO_CLASS).any()):
+            self.warned_no_null_class = True
+            log.warning(NO_NULL_CLASS_WARNING)
         return {"y": comfy.conds.CONDRegular(labels)}
 
 

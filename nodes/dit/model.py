@@ -30,6 +30,8 @@ import comfy.patcher_extension
 from comfy.ldm.modules.attention import optimized_attention
 from comfy.ldm.modules.diffusionmodules.util import timestep_embedding
 
+from .labels import NO_CLASS
+
 #: dimension of the sinusoidal timestep features fed to the timestep MLP
 FREQUENCY_EMBEDDING_SIZE = 256
 
@@ -88,20 +90,30 @@ class TimestepEmbedder(nn.Module):
 
 
 class LabelEmbedder(nn.Module):
-    """Class label -> embedding. The table has one row per class plus a last "null class" row, the
-    unconditional embedding used for classifier-free guidance."""
+    """Class label -> embedding. The table has one row per class plus, for models trained with label dropout
+    (the official ones), a last "null class" row: the unconditional embedding used for classifier-free
+    guidance. A model trained without label dropout has no null row (``has_null_class`` False); the label
+    ``NO_CLASS`` (-1) then gets a zero class embedding (its prediction is not used: see ``labels.py``)."""
 
-    def __init__(self, num_classes: int, hidden_size: int, dtype=None, device=None, operations=None):
+    def __init__(self, num_classes: int, hidden_size: int, has_null_class: bool = True, dtype=None, device=None,
+                 operations=None):
         super().__init__()
         self.num_classes = num_classes
-        self.embedding_table = operations.Embedding(num_classes + 1, hidden_size, dtype=dtype, device=device)
+        self.has_null_class = bool(has_null_class)
+        self.embedding_table = operations.Embedding(num_classes + int(self.has_null_class), hidden_size, dtype=dtype,
+                                                    device=device)
 
     @property
     def null_class(self) -> int:
-        return self.num_classes
+        """The label of "no class": the null row, or ``NO_CLASS`` when the table has none."""
+        return self.num_classes if self.has_null_class else NO_CLASS
 
     def forward(self, labels: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-        return self.embedding_table(labels, out_dtype=dtype).to(dtype)
+        if self.has_null_class:
+            return self.embedding_table(labels, out_dtype=dtype).to(dtype)
+        known = labels >= 0
+        emb = self.embedding_table(torch.where(known, labels, torch.zeros_like(labels)), out_dtype=dtype).to(dtype)
+        return emb * known.unsqueeze(-1).to(dtype)
 
 
 class Attention(nn.Module):
@@ -183,13 +195,15 @@ class DiT(nn.Module):
     """The diffusion transformer ComfyUI's ``BaseModel`` wraps (``model.diffusion_model``).
 
     ``input_size`` is the latent size the checkpoint was trained at (32 for 256 px, 64 for 512 px); other
-    sizes work too: their position embeddings are computed for their own token grid. ``forward`` returns
+    sizes work too: their position embeddings are computed for their own token grid. ``null_class`` False:
+    the label table has no null-class row (a model trained without label dropout). ``forward`` returns
     the eps prediction only (the first ``in_channels`` output channels).
     """
 
     def __init__(self, input_size: int = 32, patch_size: int = 2, in_channels: int = 4, hidden_size: int = 1152,
                  depth: int = 28, num_heads: int = 16, mlp_ratio: float = 4.0, num_classes: int = 1000,
-                 learn_sigma: bool = True, image_model=None, dtype=None, device=None, operations=None, **kwargs):
+                 learn_sigma: bool = True, null_class: bool = True, image_model=None, dtype=None, device=None,
+                 operations=None, **kwargs):
         super().__init__()
         if operations is None:
             operations = comfy.ops.disable_weight_init
@@ -205,7 +219,7 @@ class DiT(nn.Module):
         ops = dict(dtype=dtype, device=device, operations=operations)
         self.x_embedder = PatchEmbed(patch_size, in_channels, hidden_size, **ops)
         self.t_embedder = TimestepEmbedder(hidden_size, **ops)
-        self.y_embedder = LabelEmbedder(num_classes, hidden_size, **ops)
+        self.y_embedder = LabelEmbedder(num_classes, hidden_size, null_class, **ops)
         grid = input_size // patch_size
         self.register_buffer("pos_embed", sincos_pos_embed(hidden_size, grid, grid)[None].to(device=device),
                              persistent=True)
