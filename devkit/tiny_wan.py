@@ -1,4 +1,4 @@
-"""Tiny seeded Wan models (2.1 T2V / I2V, 2.2 TI2V-5B, VACE, Camera) from ComfyUI's own config classes
+"""Tiny seeded Wan models (2.1 T2V / I2V, 2.2 TI2V-5B, VACE, Camera, Animate) from ComfyUI's own config classes
 (``comfy.supported_models``), their conditionings as ComfyUI's Wan nodes build them, and a KSampler(Advanced)-
 style sampling helper with noise masks and start / end steps. Hidden 64, 4 heads, 2 blocks by default.
 """
@@ -20,6 +20,7 @@ KINDS = {
     "ti2v": (sm.WAN22_T2V, {"in_dim": 48, "out_dim": 48}),           # Wan 2.2 TI2V-5B: 48-channel latent
     "vace": (sm.WAN21_Vace, {"model_type": "vace", "vace_layers": 1, "vace_in_dim": 96}),   # 32 + 64 mask
     "camera": (sm.WAN21_Camera, {"model_type": "camera", "in_dim": 32, "in_dim_control_adapter": 24}),
+    "animate": (sm.WAN22_Animate, {"model_type": "animate", "in_dim": 36}),   # its motion encoder is full size
 }
 TEXT_DIM = 64
 CLIP_DIM = 1280      # Wan's image projection takes CLIP-vision features of this width (fixed in the model)
@@ -65,7 +66,7 @@ class ClipVisionOutput:
 def wan_cond(seed: int, tokens=8, batch=1, kind="t2v", frames=3, size=(8, 8), clip_tokens=4):
     """A conditioning as the Wan nodes build it: the text (``tokens`` x ``TEXT_DIM``); for I2V also an encoded
     start image, its mask and CLIP-vision tokens (WanImageToVideo); for VACE a control video and mask
-    (WanVaceToVideo)."""
+    (WanVaceToVideo); camera embeddings (WanCameraImageToVideo); a pose video (WanAnimateToVideo)."""
     g = torch.Generator().manual_seed(seed)
     extra = {}
     h, w = size
@@ -81,6 +82,8 @@ def wan_cond(seed: int, tokens=8, batch=1, kind="t2v", frames=3, size=(8, 8), cl
         extra.update(vace_frames=[control], vace_mask=[torch.ones(1, 64, frames, h, w)], vace_strength=[1.0])
     elif kind == "camera":
         extra.update(camera_conditions=torch.randn(1, 24, frames, h * 8, w * 8, generator=g))
+    elif kind == "animate":      # WanAnimateToVideo's pose video (added to the frames after the first)
+        extra.update(pose_video_latent=torch.randn(1, 16, frames - 1, h, w, generator=g))
     return [[torch.randn(batch, tokens, TEXT_DIM, generator=g), extra]]
 
 

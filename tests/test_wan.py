@@ -1,4 +1,4 @@
-"""ClusCa on tiny Wan 2.1 / 2.2 models (T2V, I2V, TI2V-5B, VACE, Camera) through real ComfyUI."""
+"""ClusCa on tiny Wan 2.1 / 2.2 models (T2V, I2V, TI2V-5B, VACE, Camera, Animate) through real ComfyUI."""
 
 from __future__ import annotations
 
@@ -72,6 +72,56 @@ def test_ti2v_per_frame_timesteps_are_cached_with_per_token_modulation():
     assert s["family"] == "Wan" and s["tokens_per_cached_step"] == {"img": 16}
 
 
+def test_refresh_is_the_blocks_ffn_for_the_representatives_with_per_token_modulation():
+    """The FFN refresh (norm2, the per-token modulation gathered at the drawn tokens, ffn) gives exactly what
+    ComfyUI's block computed for those tokens, on a real TI2V call with one timestep per frame."""
+    from devkit.comfy_env import pack_module
+    wan, runner = pack_module("nodes.families.wan"), pack_module("nodes.adapters.runner")
+    m = tiny_wan("ti2v", 0)
+    calls = []
+
+    def recorder(args, extra):
+        calls.append(dict(args))
+        return extra["original_block"](args)
+
+    recording = m.clone()
+    recording.set_model_patch_replace(recorder, "dit", "double_block", 1)
+    latent, mask = ti2v_latent()
+    ksample(recording, wan_cond(1), wan_cond(2), latent, steps=2, noise_mask=mask)
+    args = calls[-1]
+    block = m.model.diffusion_model.blocks[1]
+    seen = {}
+    hooks = [block.norm2.register_forward_pre_hook(lambda mod, a: seen.__setitem__("x", a[0])),
+             block.ffn.register_forward_hook(lambda mod, a, out: seen.__setitem__("ffn", out))]
+    try:
+        with torch.inference_mode():
+            block(args["img"], e=args["vec"], freqs=args["pe"], context=args["txt"], context_img_len=None,
+                  transformer_options=args["transformer_options"])
+            x, out = seen["x"], seen["ffn"]          # (the refresh below runs norm2 and ffn again)
+            mods = wan.modulation(block, args, {})
+            ffn = next(b for b in wan.BLOCK.streams[0].branches if b.name == "ffn")
+            index = torch.tensor([[0, 5, 17, 40], [3, 16, 30, 47]])        # tokens of every frame, per row
+            pick = index[..., None].expand(-1, -1, 64)
+            fresh = runner._token_mlp(block, ffn, mods)(torch.gather(x, 1, pick), index)
+    finally:
+        for h in hooks:
+            h.remove()
+    assert args["vec"].shape[:2] == (2, 3) and mods["ffn"].gate.shape == (2, 48, 64)
+    assert torch.allclose(fresh, torch.gather(out, 1, pick), rtol=1e-5, atol=1e-6)
+    frame_mods = mods["ffn"].scale[0, ::16]                            # one modulation per frame, different
+    assert not torch.allclose(frame_mods[0], frame_mods[1])
+
+
+def test_ffn_is_the_error_probe():
+    """The representatives' fresh FFN outputs measure the forecast error on every cached step (verbose mode
+    and the error-adaptive schedule read it)."""
+    patched = apply_node(tiny_wan("t2v", 0), verbose=True)
+    run(patched)
+    s = last_summary(patched)
+    errors = [e for _, _, e in s["probe_errors"]]
+    assert len(errors) == s["cached_steps"] == STEPS - FULL and all(0 < e < 10 for e in errors)
+
+
 def test_i2v_with_clip_vision_context():
     """I2V: the start image enters through the input channels (no extra tokens), its CLIP-vision tokens
     through the cross-attention (one more attention call per block on full steps, none on cached ones)."""
@@ -87,6 +137,13 @@ def test_vace_hint_blocks_run_every_step():
 def test_camera_control():
     s = check_caches(tiny_wan("camera", 0), "camera", 2 * 3)
     assert s["family"] == "Wan Camera"
+
+
+def test_animate_with_a_pose_video():
+    m = tiny_wan("animate", 0)
+    s = check_caches(m, "animate", 2 * 3)
+    assert s["family"] == "Wan Animate"
+    assert not torch.equal(run(m, "animate"), run(m))           # the pose video reaches the model
 
 
 def test_cluster_per_frame_for_any_frame_count():
@@ -154,7 +211,8 @@ def test_wan22_two_experts_on_one_schedule():
         assert counter.calls == s["full_steps"] * 4
     assert torch.isfinite(mid).all() and torch.isfinite(out).all()
     assert psnr(mid, base_mid) > 40 and psnr(out, base_out) > 25
-    # What the schedule does today (documented, not endorsed): each sampler's run covers only its slice of
-    # the schedule and starts over with the warm-up, so the low-noise expert spends 3 more warm-up steps:
-    # 4 + 4 full steps of 20, where one 20-step run of a single model has 4.
+    # What the schedule does today (documented, not endorsed): each sampler's run sees only its slice of the
+    # schedule (10 steps) and starts over with the warm-up, so the low-noise expert spends 3 warm-up steps
+    # again: 4 + 4 = 8 full steps of 20, where one 20-step run of a single model has 6.
     assert (sh["full_step_indices"], sl["full_step_indices"]) == ([0, 1, 2, 7], [0, 1, 2, 7])
+    assert sum(build_full_step_mask(20, 3, 5)) == 6
