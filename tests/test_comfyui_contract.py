@@ -37,6 +37,7 @@ import torch
 from devkit.comfy_env import COMFY_DIR, comfyui_version, load_pack, pack_module
 from devkit.tiny_dit import dit_cond, null_cond, tiny_dit
 from devkit.tiny_models import flux_cond, hunyuan_video_cond, sample, tiny_flux, tiny_hunyuan_video
+from devkit.tiny_wan import tiny_wan, wan_cond
 
 load_pack()
 
@@ -456,6 +457,40 @@ FLUX_STYLE_SINGLE = BlockSpec(
 
 FLUX_STYLE_LISTS = {"double_block": "double_blocks", "single_block": "single_blocks"}
 
+
+def _wan_modulation(block, dm) -> None:
+    m = _attr_path(block, "modulation", "Wan block")
+    shape = tuple(getattr(m, "shape", ()))
+    expect(shape == (1, 6, dm.dim), f"Wan block.modulation has shape {shape}, not (1, 6, {dm.dim}) (added to the "
+                                    "patch's vec and split into shift, scale, gate of self-attention and FFN)")
+
+
+def _wan_repeat_e(block, dm) -> None:
+    repeat_e = _resolve("comfy.ldm.wan.model:repeat_e")
+    e, x = torch.randn(2, 3, dm.dim), torch.randn(2, 12, dm.dim)
+    out = repeat_e(e, x)
+    expect(tuple(out.shape) == (2, 12, dm.dim) and torch.equal(out[:, 4], e[:, 1]),
+           f"repeat_e(e (2, 3, D), x (2, 12, D)) gives {tuple(out.shape)}, not each frame's value for its 4 tokens")
+
+
+WAN_BLOCK = BlockSpec(
+    args={"img": "the video token stream: cached steps forecast it, the last block clusters it",
+          "vec": "e0, the timestep modulation (per frame for Wan 2.2 TI2V): cached steps rebuild the gates from it",
+          "transformer_options": "carries the run's ClusCa holder to the block patch"},
+    extra={"original_block": "full steps run ComfyUI's own block through it"},
+    returns=("img",),
+    original_returns={"img": "layout self-check and clustering"},
+    attrs={"self_attn": "self-attention output, captured on full steps",
+           "cross_attn": "(ungated) cross-attention output, captured on full steps",
+           "ffn": "FFN: captured on full steps, run on representatives on cached steps",
+           "norm2": "pre-FFN norm for the representatives' refresh"},
+    branches={"self_attn": "self-attention branch", "cross_attn": "cross-attention branch", "ffn": "FFN branch"},
+    checks={"modulation is a (1, 6, dim) parameter": (_wan_modulation, "cached steps rebuild the six modulations "
+                                                                        "from it and the patch's vec"),
+            "repeat_e(e per frame, x) expands to one value per token": (_wan_repeat_e, "per-frame timesteps (TI2V) "
+                                                                         "become per-token modulation on cached steps")},
+)
+
 FAMILIES = [
     Family(
         name="FLUX.1",
@@ -496,6 +531,22 @@ FAMILIES = [
                      "single_blocks": "the single-stream blocks patched as ('single_block', i)"},
         block_lists=FLUX_STYLE_LISTS,
         blocks={"double_block": FLUX_STYLE_DOUBLE, "single_block": FLUX_STYLE_SINGLE},
+    ),
+    Family(
+        name="Wan",
+        model_class="comfy.ldm.wan.model:WanModel",
+        make_model=lambda: tiny_wan("t2v", 0),
+        make_cond=lambda seed: wan_cond(seed),
+        latent=(1, 16, 3, 8, 8),
+        forward_params={"x": "latent: batch, frames and video tokens of the call",
+                        "context": "text context (the cross-attention's; not a token stream of the blocks)",
+                        "time_dim_concat": "frames appended to the video (Phantom): cached as reference tokens",
+                        "transformer_options": "the run's ClusCa holder, sigmas and uuids"},
+        model_attrs={"patch_size": "token grid (frames, rows, columns) of a latent",
+                     "ref_conv": "a reference_latent prepended through it counts as reference tokens",
+                     "blocks": "the WanAttentionBlocks patched as ('double_block', i)"},
+        block_lists={"double_block": "blocks"},
+        blocks={"double_block": WAN_BLOCK},
     ),
 ]
 FAMILIES_BY_NAME = {f.name: f for f in FAMILIES}
@@ -1013,6 +1064,10 @@ def _check_hunyuan_15_inputs():
 
 
 FAMILY_SPECIFIC = [
+    symbol("comfy.ldm.wan.model:repeat_e", "Wan: the block's own expansion of per-frame modulation to tokens",
+           "callable"),
+    params("comfy.model_management:cast_to", "Wan: the block's modulation cast like the block does it",
+           positional=1, keywords=("dtype", "device")),
     observed("Flux._forward kwarg 'ref_latents_method'", "FLUX.1: reference latents with their own timestep "
              "('index_timestep_zero') are computed in full", _check_ref_latents_method),
     observed("HunyuanVideo 1.5 model.byt5_in / model.vision_in", "HunyuanVideo 1.5: byT5 and vision tokens are "

@@ -111,10 +111,11 @@ def test_kontext_reference_tokens_are_cached_with_the_image():
 
 
 def test_unsupported_model_passes_through_with_a_warning(caplog):
-    cfg = dict(image_model="wan2.1", model_type="t2v", patch_size=(1, 2, 2), text_len=16, in_dim=16, dim=64,
-               ffn_dim=128, freq_dim=32, text_dim=32, out_dim=16, num_heads=4, num_layers=2, window_size=(-1, -1),
-               qk_norm=True, cross_attn_norm=True, eps=1e-6)
-    mc = comfy.supported_models.WAN21_T2V(cfg)
+    # Lumina 2 (NextDiT): no per-block patch point (``patches_replace["dit"]``), so no family can support it
+    cfg = dict(image_model="lumina2", patch_size=2, in_channels=16, dim=64, cap_feat_dim=32, n_layers=2, qk_norm=True,
+               n_heads=4, n_kv_heads=4, axes_dims=[4, 6, 6], axes_lens=[300, 512, 512], rope_theta=10000.0,
+               ffn_dim_multiplier=4.0)
+    mc = comfy.supported_models.Lumina2(cfg)
     mc.set_inference_dtype(torch.float32, None)
     base = mc.get_model({}, device=CPU)
     init_weights(base.diffusion_model, 0)
