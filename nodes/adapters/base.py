@@ -72,7 +72,7 @@ class Adapter:
             for block in blocks:
                 paths = [b.module for s in kind.streams for b in s.branches]
                 paths += [p for s in kind.streams for b in s.branches if b.mlp
-                          for p in (b.mlp.norm, b.mlp.mlp, b.mlp.post_norm) if p]
+                          for p in (b.mlp.norm, b.mlp.mlp, b.mlp.post_norm) if isinstance(p, str)]
                 missing = [p for p in paths if not has_submodule(block, p)]
                 if missing:
                     return False, (f"this {self.family} model's blocks do not have the layout ClusCa knows "
