@@ -98,7 +98,9 @@ def summary_line(summary: dict) -> str:
     tok_text = " + ".join(f"{v} {k}" for k, v in toks.items()) if toks else "0 (Taylor forecast only)"
     geo = summary.get("geometry") or {}
     geo_text = ", ".join(f"{k} {v}" for k, v in geo.items())
+    method = summary.get("method")
     return (f"ClusCa - {summary['family']}"
+            + (f" [{method}]" if method and method != "ClusCa" else "")
             + (f" ({geo_text})" if geo_text else "")
             + f": {summary['steps']} steps, {summary['full_steps']} full, {summary['cached_steps']} cached;"
             + f" tokens computed per cached step and block: {tok_text};"

@@ -125,6 +125,7 @@ def _finish_run(template: ClusCaHolder, holder: ClusCaHolder, seconds=None) -> N
         summary = run.summary()
         summary["sampling_seconds"] = seconds
         summary["node_id"] = holder.node_id
+        summary["method"] = get_adapter(holder.family_key).method
         if run.disabled:
             summary["disabled"] = run.disabled
         template.publish(summary, holder.run_clusters)
@@ -151,7 +152,18 @@ def own_holder_on_clone(original, clone) -> None:
 def diffusion_model_wrapper(executor, *args, **kwargs):
     """Decide, once per model call, whether it runs in full or from the cache."""
     dm = executor.class_obj
-    bound = bind_forward_args(dm, args, kwargs)
+    return _planned_call(executor, dm, bind_forward_args(dm, args, kwargs), args, kwargs)
+
+
+def apply_model_wrapper(executor, *args, **kwargs):
+    """The same one level up, around ``BaseModel.apply_model`` (adapters with ``call_wrapper = "apply_model"``:
+    the generic block forecast, since many diffusion models call no DIFFUSION_MODEL wrapper)."""
+    base = executor.class_obj
+    return _planned_call(executor, base.diffusion_model, bind_forward_args(base, args, kwargs, "_apply_model"),
+                         args, kwargs)
+
+
+def _planned_call(executor, dm, bound, args, kwargs):
     to = (bound or {}).get("transformer_options")
     holder = to.get(KEY) if isinstance(to, dict) else None
     run = getattr(holder, "run", None)
@@ -171,6 +183,7 @@ def diffusion_model_wrapper(executor, *args, **kwargs):
         out = executor(*args, **kwargs)
     finally:
         run.current = None
+    _eager(plan.adapter.end_call, plan)
     _eager(run.finish_call, plan, info.full_flops, info.cached_flops)
     if plan.full and not plan.failed:
         snapshot = cluster_snapshot(plan)
@@ -197,13 +210,16 @@ def _plan_call(run, holder, dm, bound, to):
     return plan, info
 
 
-def apply_clusca(model, config: ClusCaConfig, node_id=None):
+def apply_clusca(model, config: ClusCaConfig, node_id=None, adapter=None):
     """A clone of ``model`` with ClusCa installed, or ``model`` itself (with a warning) when its family is
     not supported. Applying ClusCa to a model that already has it replaces the earlier settings.
-    A config left entirely at the node's defaults takes the family's reference settings."""
+    A config left entirely at the node's defaults takes the family's reference settings. ``adapter`` forces
+    one (benchmarks and tests, e.g. the generic block forecast on a model a family describes)."""
     config.validated()
     diffusion_model = getattr(getattr(model, "model", None), "diffusion_model", None)
-    adapter, reason = find_adapter(diffusion_model) if diffusion_model is not None else (None, "no diffusion model found")
+    if adapter is None:
+        adapter, reason = (find_adapter(diffusion_model, type(model.model).__name__) if diffusion_model is not None
+                           else (None, "no diffusion model found"))
     if adapter is None:
         log.warning("ClusCa - %s; the model passes through unchanged.", reason)
         return model
@@ -220,7 +236,7 @@ def apply_clusca(model, config: ClusCaConfig, node_id=None):
         config = config.with_changes(**adapter.reference_settings)
         log.info("ClusCa - %s: inputs left at their defaults, using the family's reference settings %s",
                  adapter.family, adapter.reference_settings)
-    config = config.resolved()
+    config = adapter.adjust_config(config.resolved())
     m = model.clone()
     to = m.model_options.setdefault("transformer_options", {})
     to[KEY] = ClusCaHolder(config, adapter.key, node_id)
@@ -231,8 +247,11 @@ def apply_clusca(model, config: ClusCaConfig, node_id=None):
             if isinstance(inner, ClusCaBlockPatch):
                 inner = inner.inner
             m.set_model_patch_replace(ClusCaBlockPatch(kind, i, inner), "dit", kind, i)
-    for point, fn in ((WrappersMP.OUTER_SAMPLE, outer_sample_wrapper), (WrappersMP.DIFFUSION_MODEL, diffusion_model_wrapper)):
+    call_point, call_fn = ((WrappersMP.APPLY_MODEL, apply_model_wrapper) if adapter.call_wrapper == "apply_model"
+                           else (WrappersMP.DIFFUSION_MODEL, diffusion_model_wrapper))
+    for point in (WrappersMP.OUTER_SAMPLE, WrappersMP.DIFFUSION_MODEL, WrappersMP.APPLY_MODEL):
         m.remove_wrappers_with_key(point, KEY)
+    for point, fn in ((WrappersMP.OUTER_SAMPLE, outer_sample_wrapper), (call_point, call_fn)):
         m.add_wrapper_with_key(point, KEY, fn)
     m.remove_callbacks_with_key(CallbacksMP.ON_CLONE, KEY)
     m.add_callback_with_key(CallbacksMP.ON_CLONE, KEY, own_holder_on_clone)

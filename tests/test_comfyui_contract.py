@@ -38,6 +38,7 @@ from devkit.comfy_env import COMFY_DIR, comfyui_version, load_pack, pack_module
 from devkit.tiny_dit import dit_cond, null_cond, tiny_dit
 from devkit.tiny_models import flux_cond, hunyuan_video_cond, sample, tiny_flux, tiny_hunyuan_video
 from devkit.tiny_wan import tiny_wan, wan_cond
+from devkit.tiny_ltx import ltx_cond, tiny_ltxv
 
 load_pack()
 
@@ -455,6 +456,30 @@ FLUX_STYLE_SINGLE = BlockSpec(
             (_single_linear_layout, "the MLP half of a single block is computed alone on representatives")},
 )
 
+def _ltx_modulation_table(block, dm) -> None:
+    table = _attr_path(block, "scale_shift_table", "LTX block")
+    rows = 9 if getattr(block, "cross_attention_adaln", False) else 6
+    expect(tuple(table.shape) == (rows, dm.inner_dim),
+           f"LTX block.scale_shift_table is {tuple(table.shape)}, not ({rows}, {dm.inner_dim}): the six (nine with "
+           "the cross-attention AdaLN) modulation rows the per-token timestep embedding is added to")
+
+
+LTX_BLOCK = BlockSpec(
+    args={"img": "the video stream: forecast on cached steps, the last block clusters it",
+          "vec": "the (per-token) timestep embedding: cached steps recompute the gates from it",
+          "transformer_options": "carries the run's ClusCa holder to the block patch"},
+    extra={"original_block": "full steps run ComfyUI's own block through it"},
+    returns=("img",),
+    original_returns={"img": "layout self-check and clustering"},
+    attrs={"scale_shift_table": "the modulation rows (shift, scale, gate) added to the timestep embedding",
+           "attn1": "self-attention, captured on full steps",
+           "attn2": "text cross-attention, captured on full steps",
+           "ff": "feed-forward: captured on full steps, run on representatives on cached steps"},
+    branches={"attn1": "self-attention branch", "attn2": "text cross-attention branch", "ff": "feed-forward branch"},
+    checks={"scale_shift_table = (6 or 9, inner_dim)": (_ltx_modulation_table, "cached steps apply the block's "
+                                                       "own gates and the feed-forward's shift / scale")},
+)
+
 FLUX_STYLE_LISTS = {"double_block": "double_blocks", "single_block": "single_blocks"}
 
 
@@ -547,6 +572,21 @@ FAMILIES = [
                      "blocks": "the WanAttentionBlocks patched as ('double_block', i)"},
         block_lists={"double_block": "blocks"},
         blocks={"double_block": WAN_BLOCK},
+    ),
+    Family(
+        name="LTX-Video",
+        model_class="comfy.ldm.lightricks.model:LTXVModel",
+        make_model=lambda: tiny_ltxv(0),
+        make_cond=lambda seed: ltx_cond(seed),
+        latent=(1, 16, 3, 8, 8),
+        forward_params={"x": "latent: batch, frames and image tokens of the call",
+                        "keyframe_idxs": "guide keyframes: their tokens are cached as reference tokens",
+                        "transformer_options": "the run's ClusCa holder, sigmas and uuids"},
+        model_attrs={"patchifier.patch_size": "token grid (frames, rows, columns) of a latent",
+                     "inner_dim": "width of the modulation rows",
+                     "transformer_blocks": "the blocks patched as ('double_block', i)"},
+        block_lists={"double_block": "transformer_blocks"},
+        blocks={"double_block": LTX_BLOCK},
     ),
 ]
 FAMILIES_BY_NAME = {f.name: f for f in FAMILIES}
@@ -739,6 +779,13 @@ SAMPLER = [
     symbol("comfy.patcher_extension:WrappersMP.OUTER_SAMPLE", "per-run state: the wrapper around each sampling run"),
     symbol("comfy.patcher_extension:WrappersMP.DIFFUSION_MODEL", "per-call decision (full or cached step)"),
     symbol("comfy.patcher_extension:CallbacksMP.ON_CLONE", "every clone of a ClusCa model gets its own holder"),
+    symbol("comfy.patcher_extension:WrappersMP.APPLY_MODEL",
+           "generic block forecast: per-call decision around BaseModel.apply_model (many models' forwards call no "
+           "DIFFUSION_MODEL wrapper)"),
+    params("comfy.model_base:BaseModel._apply_model", "generic block forecast: the APPLY_MODEL wrapper's arguments "
+           "are named by this signature (the latent x, transformer_options)", keywords=["x", "transformer_options"]),
+    symbol("comfy.ldm.common_dit:rms_norm", "LTX: the feed-forward's norm, for the representatives' refresh",
+           "callable"),
     params("comfy.model_patcher:ModelPatcher.add_wrapper_with_key",
            "installs the OUTER_SAMPLE and DIFFUSION_MODEL wrappers (wrapper type, key, function)", positional=3),
     params("comfy.model_patcher:ModelPatcher.remove_wrappers_with_key",

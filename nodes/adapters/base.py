@@ -43,6 +43,11 @@ def has_submodule(block, path: str) -> bool:
 class Adapter:
     """A model family's adapter: its description (``spec.Family``) and the shared code that runs it."""
 
+    #: how the run summary names the method (the generic adapter says "generic block forecast")
+    method = "ClusCa"
+    #: where the plan of a model call is made: the diffusion model's DIFFUSION_MODEL wrapper
+    call_wrapper = "diffusion_model"
+
     def __init__(self, spec):
         self.spec = spec
         self.key = spec.key
@@ -72,7 +77,7 @@ class Adapter:
             for block in blocks:
                 paths = [b.module for s in kind.streams for b in s.branches]
                 paths += [p for s in kind.streams for b in s.branches if b.mlp
-                          for p in (b.mlp.norm, b.mlp.mlp, b.mlp.post_norm) if p]
+                          for p in (b.mlp.norm, b.mlp.mlp, b.mlp.post_norm) if isinstance(p, str)]
                 missing = [p for p in paths if not has_submodule(block, p)]
                 if missing:
                     return False, (f"this {self.family} model's blocks do not have the layout ClusCa knows "
@@ -100,6 +105,13 @@ class Adapter:
         spec = self.kinds[kind]
         blocks = self.blocks(plan.model, kind)
         return run_block(self.spec.block_kinds, spec, index, blocks[index], args, extra, plan, inner, len(blocks))
+
+    def adjust_config(self, config):
+        """The settings this adapter runs with (the generic adapter changes some, with a log line)."""
+        return config
+
+    def end_call(self, plan) -> None:
+        """Called after every model call ClusCa planned (the generic adapter's routing self-check)."""
 
     def block_outputs(self, kind: str) -> tuple[str, ...]:
         """The keys a block patch of this kind returns."""
@@ -141,18 +153,19 @@ def call_block(args: dict, extra: dict, inner=None) -> dict:
     return extra["original_block"](args)
 
 
-_SIGNATURES: dict[type, inspect.Signature] = {}
+_SIGNATURES: dict[tuple, inspect.Signature] = {}
 
 
-def bind_forward_args(module, args: tuple, kwargs: dict) -> Optional[dict]:
+def bind_forward_args(module, args: tuple, kwargs: dict, method: Optional[str] = None) -> Optional[dict]:
     """Name the arguments a DIFFUSION_MODEL wrapper received, using the model's own ``_forward`` signature
-    (read at run time, so positional parameters inserted by newer ComfyUI versions are handled)."""
+    (read at run time, so positional parameters inserted by newer ComfyUI versions are handled); ``method``
+    names another method whose signature applies (``"_apply_model"`` for an APPLY_MODEL wrapper)."""
     cls = type(module)
-    sig = _SIGNATURES.get(cls)
+    sig = _SIGNATURES.get((cls, method))
     if sig is None:
-        fn = getattr(cls, "_forward", None) or getattr(cls, "forward")
+        fn = getattr(cls, method) if method else (getattr(cls, "_forward", None) or getattr(cls, "forward"))
         sig = inspect.signature(fn)
-        _SIGNATURES[cls] = sig
+        _SIGNATURES[(cls, method)] = sig
     try:
         bound = sig.bind(module, *args, **kwargs)
     except TypeError:

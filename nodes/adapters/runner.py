@@ -188,7 +188,8 @@ def _gamma(plan, stream: Stream) -> Optional[float]:
 
 def _token_mlp(block, branch: Branch, mods: dict):
     form = branch.mlp
-    norm, mlp = submodule(block, form.norm), submodule(block, form.mlp)
+    norm = form.norm if callable(form.norm) else submodule(block, form.norm)
+    mlp = submodule(block, form.mlp)
     post = submodule(block, form.post_norm) if form.post_norm else None
     mod = mods[branch.mod] if branch.mod is not None else None
 

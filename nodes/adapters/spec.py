@@ -64,8 +64,9 @@ def per_token(mods: list, token_index: torch.Tensor) -> Mod:
 @dataclass(frozen=True)
 class TokenMlp:
     """A token-wise branch ClusCa can recompute for a few tokens: ``post_norm(mlp(modulate(norm(x))))``,
-    with the branch's modulation (module paths relative to the block)."""
-    norm: str
+    with the branch's modulation (module paths relative to the block; ``norm`` may also be a function of the
+    tokens, for blocks that normalise with a plain function such as LTX's ``rms_norm``)."""
+    norm: object
     mlp: str
     post_norm: Optional[str] = None
 

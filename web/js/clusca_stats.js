@@ -41,6 +41,9 @@ export function statsLines(s) {
   const lines = [];
   const family = s.family ? `${s.family}: ` : "";
   lines.push({ text: `${family}${s.full_steps} full + ${s.cached_steps} cached of ${s.steps} steps` });
+  // --- generic block forecast (nodes/adapters/generic.py): models without a family description ---
+  if (s.method && s.method !== "ClusCa") lines.push({ text: `method: ${s.method} (no clusters)`, color: "#c0c060" });
+  // --- end generic block forecast ---
   const tokens = s.tokens_per_cached_step || {};
   const parts = Object.entries(tokens).map(([k, v]) => `${v} ${k}`);
   lines.push({ text: `tokens per cached step: ${parts.length ? parts.join(" + ") : "0 (forecast only)"}` });
