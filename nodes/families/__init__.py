@@ -8,7 +8,7 @@ share a model class (the first that accepts a model takes it).
 from __future__ import annotations
 
 from .dit import DIT
-from .flux import CHROMA, CHROMA_RADIANCE, FLUX1, FLUX2, OVIS_LONGCAT
+from .flux import CHROMA, CHROMA_RADIANCE, FLUX1, FLUX2, LONGCAT_IMAGE, OVIS_IMAGE
 from .hunyuan_video import HUNYUAN_VIDEO
 
-FAMILIES = (FLUX1, FLUX2, OVIS_LONGCAT, CHROMA, CHROMA_RADIANCE, HUNYUAN_VIDEO, DIT)
+FAMILIES = (FLUX1, FLUX2, OVIS_IMAGE, LONGCAT_IMAGE, CHROMA, CHROMA_RADIANCE, HUNYUAN_VIDEO, DIT)
