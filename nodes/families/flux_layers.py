@@ -24,18 +24,20 @@ import torch
 from ..adapters.runner import COPY_BRANCH_OUTPUTS
 from ..adapters.spec import BlockKind, Branch, CallTokens, Mod, ParallelSplit, Stream, TokenMlp, as_mod, per_token
 
-#: CallTokens.extras key: how many tokens at the end of the image stream (and of the joint text + image stream)
-#: are modulated with the timestep-zero row of the modulation (reference latents, ``index_timestep_zero``)
-TIMESTEP_ZERO_TAIL = "timestep_zero_tail"
+#: CallTokens.extras key: (target image tokens, text tokens) of a call whose reference latents have their own
+#: timestep (``index_timestep_zero``): the image stream's tokens from the first number on, and the joint
+#: text + image stream's from their sum on, take the timestep-zero row of the modulation (as the forward's
+#: ``modulation_dims``, which run from the target image tokens to the end of the stream)
+TIMESTEP_ZERO_FROM = "timestep_zero_from"
 
 
-def _tail_modulated(m, tokens: int, tail: int) -> Mod:
-    """A ``(B, 2, D)`` modulation as one per token: the last ``tail`` of ``tokens`` take row 1, the others row 0."""
+def _rows_from(m, tokens: int, start: int) -> Mod:
+    """A ``(B, 2, D)`` modulation as one per token: tokens ``start`` and after take row 1, the others row 0."""
     if m.shift.ndim != 3 or m.shift.shape[-2] != 2:
         raise ValueError(f"expected two modulation rows per batch row, got shape {tuple(m.shift.shape)}")
     rows = [Mod(*(t[:, i:i + 1] for t in (m.shift, m.scale, m.gate))) for i in range(2)]
     index = torch.zeros(tokens, dtype=torch.long, device=m.shift.device)
-    index[tokens - tail:] = 1
+    index[start:] = 1
     return per_token(rows, index)
 
 
@@ -45,18 +47,18 @@ def double_modulation(block, args: dict, extras: dict) -> dict:
         (img1, img2), (txt1, txt2) = block.img_mod(vec), block.txt_mod(vec)
     else:
         (img1, img2), (txt1, txt2) = vec
-    tail = extras.get(TIMESTEP_ZERO_TAIL)
-    if tail:
+    zero = extras.get(TIMESTEP_ZERO_FROM)
+    if zero is not None:
         n = args["img"].shape[1]
-        img1, img2 = _tail_modulated(img1, n, tail), _tail_modulated(img2, n, tail)
+        img1, img2 = _rows_from(img1, n, zero[0]), _rows_from(img2, n, zero[0])
     return {"img_attn": as_mod(img1), "img_mlp": as_mod(img2), "txt_attn": as_mod(txt1), "txt_mlp": as_mod(txt2)}
 
 
 def single_modulation(block, args: dict, extras: dict) -> dict:
     vec = args["vec"]
     mod = block.modulation(vec)[0] if getattr(block, "modulation", None) is not None else vec
-    tail = extras.get(TIMESTEP_ZERO_TAIL)
-    return {"mod": _tail_modulated(mod, args["img"].shape[1], tail) if tail else as_mod(mod)}
+    zero = extras.get(TIMESTEP_ZERO_FROM)
+    return {"mod": as_mod(mod) if zero is None else _rows_from(mod, args["img"].shape[1], zero[0] + zero[1])}
 
 
 def _stream(name: str) -> Stream:
@@ -124,7 +126,7 @@ def image_tokens(dm, bound: dict, config, text_key: str = "context"):
     latents (Kontext, FLUX.2 edit) appended after the target tokens. The reference method is the call's
     (``ref_latents_method``) or else the model's ``params.default_ref_method`` (which the FluxKVCache node and
     FLUX.2 edit checkpoints set). References with their own timestep (``index_timestep_zero``) get per-token
-    modulation on cached steps (``TIMESTEP_ZERO_TAIL``) where the blocks take it ready-made (FLUX.2's global
+    modulation on cached steps (``TIMESTEP_ZERO_FROM``) where the blocks take it ready-made (FLUX.2's global
     modulation); blocks that compute their own modulation cannot take two timesteps, so such calls run in full."""
     x, context = bound.get("x"), bound.get(text_key)
     if x is None or context is None or x.ndim != 4 or context.ndim != 3:
@@ -145,6 +147,7 @@ def image_tokens(dm, bound: dict, config, text_key: str = "context"):
         if not blocks or getattr(blocks[0], "modulation", None):
             return "reference latents with their own timestep (index_timestep_zero) are computed in full"
         # the blocks apply these gates in place, to the attention / MLP outputs they just computed
-        extras.update({TIMESTEP_ZERO_TAIL: n_ref, COPY_BRANCH_OUTPUTS: True})
+        grid = patch_grid(x, patch)
+        extras.update({TIMESTEP_ZERO_FROM: (grid[1] * grid[2], context.shape[1]), COPY_BRANCH_OUTPUTS: True})
     return CallTokens(batch=x.shape[0], grid=patch_grid(x, patch), text=context.shape[1], reference=n_ref,
                       extras=extras, fingerprint=(tuple(tuple(r.shape[1:]) for r in refs or ()), bool(extras)))
