@@ -14,10 +14,10 @@ import pytest
 import torch
 
 from family_checks import FamilyChecks, apply_node, last_summary, live_slot_caches
-from devkit.comfy_env import pack_module
+from devkit.comfy_env import comfyui_version, pack_module
 from devkit.metrics import psnr
 from devkit.tiny_flux_variants import FLUX2_TEXT_TOKENS, VARIANTS, with_references
-from devkit.tiny_models import AttentionCounter, flux_cond, sample, tiny_flux
+from devkit.tiny_models import AttentionCounter, sample, tiny_flux
 
 import comfy.model_detection
 
@@ -34,10 +34,15 @@ def needs(key: str):
 
 
 def timestep_zero_supported() -> bool:
-    """Whether this ComfyUI's FLUX forward gives ``index_timestep_zero`` references their own timestep."""
-    import inspect
+    """Whether this ComfyUI's FLUX forward gives ``index_timestep_zero`` references their own timestep (the pack's
+    reading of it, checked against the tree in test_timestep_zero_support_follows_the_tree)."""
     import comfy.ldm.flux.model
-    return "timestep_zero_index" in inspect.signature(comfy.ldm.flux.model.Flux.forward_orig).parameters
+    return flux_layers.supports_timestep_zero(comfy.ldm.flux.model.Flux)
+
+
+def test_timestep_zero_support_follows_the_tree():
+    """0.3.75's FLUX forward has no timestep-zero references (it treats the method like "offset"); 0.33's has."""
+    assert timestep_zero_supported() == (comfyui_version() != "0.3.75")
 
 
 class VariantChecks(FamilyChecks):

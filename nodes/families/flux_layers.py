@@ -16,6 +16,7 @@ per token range (``modulation_dims``). The cached steps do the same with per-tok
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 
@@ -105,20 +106,14 @@ def patch_grid(x, patch: int) -> tuple:
     return (1, math.ceil(x.shape[-2] / patch), math.ceil(x.shape[-1] / patch))
 
 
-_TIMESTEP_ZERO: dict = {}
-
-
-def supports_timestep_zero(dm) -> bool:
+@functools.lru_cache(maxsize=None)
+def supports_timestep_zero(model_class) -> bool:
     """Whether this ComfyUI's FLUX forward gives ``index_timestep_zero`` references their own timestep (its
     ``forward_orig`` takes ``timestep_zero_index``; older versions, e.g. 0.3.75, treat the method like "offset")."""
-    cls = type(dm)
-    if cls not in _TIMESTEP_ZERO:
-        fn = getattr(cls, "forward_orig", None)
-        try:
-            _TIMESTEP_ZERO[cls] = fn is not None and "timestep_zero_index" in inspect.signature(fn).parameters
-        except (TypeError, ValueError):
-            _TIMESTEP_ZERO[cls] = False
-    return _TIMESTEP_ZERO[cls]
+    try:
+        return "timestep_zero_index" in inspect.signature(model_class.forward_orig).parameters
+    except (AttributeError, TypeError, ValueError):
+        return False
 
 
 def image_tokens(dm, bound: dict, config, text_key: str = "context"):
@@ -135,19 +130,19 @@ def image_tokens(dm, bound: dict, config, text_key: str = "context"):
     params = getattr(dm, "params", None)
     method = bound.get("ref_latents_method") or getattr(params, "default_ref_method", "offset")
     patch = dm.patch_size
+    grid = patch_grid(x, patch)
     n_ref = 0
     for r in refs or ():
         _, rows, cols = patch_grid(r, patch)
         n_ref += rows * cols
     extras = {}
     # as the forward decides: a reference list, the method, and a non-zero reference index
-    if refs and method == "index_timestep_zero" and supports_timestep_zero(dm) \
+    if refs and method == "index_timestep_zero" and supports_timestep_zero(type(dm)) \
             and getattr(params, "ref_index_scale", 1.0) * len(refs) > 0:
         blocks = getattr(dm, "double_blocks", None) or getattr(dm, "single_blocks", None)
         if not blocks or getattr(blocks[0], "modulation", None):
             return "reference latents with their own timestep (index_timestep_zero) are computed in full"
         # the blocks apply these gates in place, to the attention / MLP outputs they just computed
-        grid = patch_grid(x, patch)
         extras.update({TIMESTEP_ZERO_FROM: (grid[1] * grid[2], context.shape[1]), COPY_BRANCH_OUTPUTS: True})
-    return CallTokens(batch=x.shape[0], grid=patch_grid(x, patch), text=context.shape[1], reference=n_ref,
+    return CallTokens(batch=x.shape[0], grid=grid, text=context.shape[1], reference=n_ref,
                       extras=extras, fingerprint=(tuple(tuple(r.shape[1:]) for r in refs or ()), bool(extras)))
