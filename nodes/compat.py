@@ -15,7 +15,11 @@ import importlib
 #: image_model -> (module, parameter dataclass, {field: value that keeps the older behaviour})
 VERSION_FIELDS = {
     "flux": ("comfy.ldm.flux.model", "FluxParams", {"txt_ids_dims": []}),
-    "chroma": ("comfy.ldm.chroma.model", "ChromaParams", {"txt_ids_dims": []}),
+    # FLUX.2 (four RoPE axes): older versions put the text positions on the last axis
+    "flux2": ("comfy.ldm.flux.model", "FluxParams", {"txt_ids_dims": [3]}),
+    "chroma": ("comfy.ldm.chroma.model", "ChromaParams", {"txt_ids_dims": [], "vec_in_dim": None}),
+    "chroma_radiance": ("comfy.ldm.chroma_radiance.model", "ChromaRadianceParams",
+                        {"txt_ids_dims": [], "vec_in_dim": None, "use_x0": False, "use_sequential_txt_ids": False}),
     "hunyuan_video": ("comfy.ldm.hunyuan_video.model", "HunyuanVideoParams",
                       {"use_cond_type_embedding": False, "vision_in_dim": None, "meanflow_sum": False}),
 }

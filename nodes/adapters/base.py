@@ -180,15 +180,19 @@ def bind_forward_args(module, args: tuple, kwargs: dict, method: Optional[str] =
 
 
 @contextmanager
-def capture_outputs(modules: dict, inputs_of: tuple = ()):
+def capture_outputs(modules: dict, inputs_of: tuple = (), copy: bool = False):
     """Record the output of each named submodule while the block inside the ``with`` runs; for the names in
-    ``inputs_of`` also its first input, under ``name + ":input"``."""
+    ``inputs_of`` also its first input, under ``name + ":input"``. ``copy``: record copies of the outputs, for
+    blocks that go on to change them in place (e.g. FLUX's per-token-range gates, ``apply_mod`` with
+    ``modulation_dims``)."""
     store: dict = {}
     handles = []
 
     def make_hook(name):
         def hook(_module, inputs, output):
-            store[name] = output.detach() if isinstance(output, torch.Tensor) else output
+            if isinstance(output, torch.Tensor):
+                output = output.detach().clone() if copy else output.detach()
+            store[name] = output
             if name in inputs_of and inputs and isinstance(inputs[0], torch.Tensor):
                 store[name + ":input"] = inputs[0].detach()
         return hook

@@ -15,18 +15,19 @@ from .base import call_block, capture_outputs
 def run_full_captured(plan, where: str, key: tuple, branches: dict, args: dict, extra: dict, inner=None,
                       keep: tuple = (), adds_up: Optional[Callable] = None,
                       after: Optional[Callable] = None, record: Optional[Callable] = None,
-                      inputs_of: tuple = ()) -> dict:
+                      inputs_of: tuple = (), copy: bool = False) -> dict:
     """Run a block in full and record the outputs of its ``branches`` (name -> submodule) under
     ``key + (name,)`` (or let ``record(captured)`` do the recording; ``inputs_of`` names branches whose
     inputs are captured too).
 
     ``keep`` names the inputs in ``args`` the layout check needs (cloned before the block runs, since blocks
     may update them in place); ``adds_up(saved_inputs, captured, out) -> bool`` is that check, run on the
-    first full call of a run. ``after(out)`` runs once the branches are recorded (e.g. clustering).
+    first full call of a run. ``after(out)`` runs once the branches are recorded (e.g. clustering). ``copy``:
+    the block changes its branch outputs in place after computing them, capture copies.
     """
     verify = plan.verify and adds_up is not None
     saved = {k: args[k].clone() for k in keep} if verify else None
-    with capture_outputs(branches, inputs_of) as captured:
+    with capture_outputs(branches, inputs_of, copy) as captured:
         out = call_block(args, extra, inner)
     with plan.guard(where):
         if any(name not in captured for name in branches):

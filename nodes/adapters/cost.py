@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import submodule
+from .base import has_submodule, submodule
 
 
 def _linear_params(module) -> int:
@@ -35,7 +35,8 @@ def _width(block, kind) -> int:
 def kind_flops(block, kind, tokens: dict, reps: dict, count: int) -> tuple[float, float]:
     """(full, cached) FLOPs per batch row of ``count`` blocks of ``kind``; ``tokens`` / ``reps``: tokens and
     representatives per cluster stream ("img", "txt", "joint")."""
-    mod_params = sum(_linear_params(submodule(block, p)) for p in kind.modulation_modules)
+    # blocks built without their own modulation (FLUX.2, Chroma) get it ready-made: nothing to count here
+    mod_params = sum(_linear_params(submodule(block, p)) for p in kind.modulation_modules if has_submodule(block, p))
     body = _linear_params(block) - mod_params
     seen = [tokens.get(s.clusters or s.name, tokens.get("img", 0)) for s in kind.streams]
     joint = sum(tokens.get(c, 0) for c in kind.joint) if kind.joint else sum(seen)

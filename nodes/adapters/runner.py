@@ -22,6 +22,9 @@ from .spec import BlockKind, Branch, Stream
 
 #: plan.extras key: the outputs of the last block of a clustering kind, clustered when the next kind starts
 PENDING_CLUSTERS = "pending_cluster_outputs"
+#: plan.extras key (a family's CallTokens.extras): on this call the blocks change their branch modules' outputs
+#: in place after computing them (e.g. gates applied per token range), so full steps capture copies
+COPY_BRANCH_OUTPUTS = "copy_branch_outputs"
 
 
 def branch_key(kind: BlockKind, index: int, stream: Stream, branch: Branch) -> tuple:
@@ -98,7 +101,8 @@ def _run_full(kinds, kind, index, block, args, extra, plan, inner, count) -> dic
 
     return run_full_captured(plan, f"{kind.key} {index}", (kind.key, index), branches, args, extra, inner,
                              keep=tuple(s.name for s in kind.streams), adds_up=adds_up, after=after,
-                             record=record, inputs_of=tuple(branches) if split is not None else ())
+                             record=record, inputs_of=tuple(branches) if split is not None else (),
+                             copy=bool(plan.extras.get(COPY_BRANCH_OUTPUTS)))
 
 
 def _cluster_streams(plan, kind: BlockKind, outputs: dict) -> None:

@@ -6,15 +6,40 @@ Double blocks: an image and a text stream, each ``x + gate1 * attn.proj(joint at
 Single blocks: one parallel branch on the joint text + image sequence, ``x + gate * linear2(cat(attn, mlp))``.
 Modulation comes from the block's own ``img_mod`` / ``txt_mod`` / ``modulation`` (FLUX.1, HunyuanVideo) or, for
 blocks built without it (FLUX.2's global modulation, Chroma's approximator), ready-made in the patch's ``vec``.
+
+Edit references with their own timestep (``index_timestep_zero``, ComfyUI versions whose ``forward_orig`` takes
+``timestep_zero_index``): the forward runs the timestep embedding for the batch and for timestep zero, and the
+global modulation then holds two rows per batch row, ``(B, 2, D)``: row 0 for the target image (and, in the
+single blocks, the text), row 1 for the reference tokens at the end of the image stream; the blocks apply them
+per token range (``modulation_dims``). The cached steps do the same with per-token modulations (``spec.per_token``).
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 
 import torch
 
-from ..adapters.spec import BlockKind, Branch, CallTokens, Mod, ParallelSplit, Stream, TokenMlp, as_mod
+from ..adapters.runner import COPY_BRANCH_OUTPUTS
+from ..adapters.spec import BlockKind, Branch, CallTokens, Mod, ParallelSplit, Stream, TokenMlp, as_mod, per_token
+
+#: CallTokens.extras key: (target image tokens, text tokens) of a call whose reference latents have their own
+#: timestep (``index_timestep_zero``): the image stream's tokens from the first number on, and the joint
+#: text + image stream's from their sum on, take the timestep-zero row of the modulation (as the forward's
+#: ``modulation_dims``, which run from the target image tokens to the end of the stream)
+TIMESTEP_ZERO_FROM = "timestep_zero_from"
+
+
+def _rows_from(m, tokens: int, start: int) -> Mod:
+    """A ``(B, 2, D)`` modulation as one per token: tokens ``start`` and after take row 1, the others row 0."""
+    if m.shift.ndim != 3 or m.shift.shape[-2] != 2:
+        raise ValueError(f"expected two modulation rows per batch row, got shape {tuple(m.shift.shape)}")
+    rows = [Mod(*(t[:, i:i + 1] for t in (m.shift, m.scale, m.gate))) for i in range(2)]
+    index = torch.zeros(tokens, dtype=torch.long, device=m.shift.device)
+    index[start:] = 1
+    return per_token(rows, index)
 
 
 def double_modulation(block, args: dict, extras: dict) -> dict:
@@ -23,13 +48,18 @@ def double_modulation(block, args: dict, extras: dict) -> dict:
         (img1, img2), (txt1, txt2) = block.img_mod(vec), block.txt_mod(vec)
     else:
         (img1, img2), (txt1, txt2) = vec
+    zero = extras.get(TIMESTEP_ZERO_FROM)
+    if zero is not None:
+        n = args["img"].shape[1]
+        img1, img2 = _rows_from(img1, n, zero[0]), _rows_from(img2, n, zero[0])
     return {"img_attn": as_mod(img1), "img_mlp": as_mod(img2), "txt_attn": as_mod(txt1), "txt_mlp": as_mod(txt2)}
 
 
 def single_modulation(block, args: dict, extras: dict) -> dict:
     vec = args["vec"]
     mod = block.modulation(vec)[0] if getattr(block, "modulation", None) is not None else vec
-    return {"mod": as_mod(mod)}
+    zero = extras.get(TIMESTEP_ZERO_FROM)
+    return {"mod": as_mod(mod) if zero is None else _rows_from(mod, args["img"].shape[1], zero[0] + zero[1])}
 
 
 def _stream(name: str) -> Stream:
@@ -76,23 +106,43 @@ def patch_grid(x, patch: int) -> tuple:
     return (1, math.ceil(x.shape[-2] / patch), math.ceil(x.shape[-1] / patch))
 
 
+@functools.lru_cache(maxsize=None)
+def supports_timestep_zero(model_class) -> bool:
+    """Whether this ComfyUI's FLUX forward gives ``index_timestep_zero`` references their own timestep (its
+    ``forward_orig`` takes ``timestep_zero_index``; older versions, e.g. 0.3.75, treat the method like "offset")."""
+    try:
+        return "timestep_zero_index" in inspect.signature(model_class.forward_orig).parameters
+    except (AttributeError, TypeError, ValueError):
+        return False
+
+
 def image_tokens(dm, bound: dict, config, text_key: str = "context"):
     """CallTokens of a FLUX-style call: image tokens from the latent, text from the context, and reference
-    latents (Kontext, FLUX.2 edit) appended after the target tokens. References with their own timestep
-    (``index_timestep_zero``, the model's default method or the call's) modulate tokens differently: such
-    calls run in full."""
+    latents (Kontext, FLUX.2 edit) appended after the target tokens. The reference method is the call's
+    (``ref_latents_method``) or else the model's ``params.default_ref_method`` (which the FluxKVCache node and
+    FLUX.2 edit checkpoints set). References with their own timestep (``index_timestep_zero``) get per-token
+    modulation on cached steps (``TIMESTEP_ZERO_FROM``) where the blocks take it ready-made (FLUX.2's global
+    modulation); blocks that compute their own modulation cannot take two timesteps, so such calls run in full."""
     x, context = bound.get("x"), bound.get(text_key)
     if x is None or context is None or x.ndim != 4 or context.ndim != 3:
         return "unexpected input layout"
-    refs = bound.get("ref_latents") or []
+    refs = bound.get("ref_latents")
     params = getattr(dm, "params", None)
     method = bound.get("ref_latents_method") or getattr(params, "default_ref_method", "offset")
-    if bound.get("timestep_zero_index") is not None or (refs and method == "index_timestep_zero"):
-        return "reference latents with their own timestep (index_timestep_zero) are computed in full"
     patch = dm.patch_size
+    grid = patch_grid(x, patch)
     n_ref = 0
-    for r in refs:
+    for r in refs or ():
         _, rows, cols = patch_grid(r, patch)
         n_ref += rows * cols
-    return CallTokens(batch=x.shape[0], grid=patch_grid(x, patch), text=context.shape[1], reference=n_ref,
-                      fingerprint=tuple(tuple(r.shape[1:]) for r in refs))
+    extras = {}
+    # as the forward decides: a reference list, the method, and a non-zero reference index
+    if refs and method == "index_timestep_zero" and supports_timestep_zero(type(dm)) \
+            and getattr(params, "ref_index_scale", 1.0) * len(refs) > 0:
+        blocks = getattr(dm, "double_blocks", None) or getattr(dm, "single_blocks", None)
+        if not blocks or getattr(blocks[0], "modulation", None):
+            return "reference latents with their own timestep (index_timestep_zero) are computed in full"
+        # the blocks apply these gates in place, to the attention / MLP outputs they just computed
+        extras.update({TIMESTEP_ZERO_FROM: (grid[1] * grid[2], context.shape[1]), COPY_BRANCH_OUTPUTS: True})
+    return CallTokens(batch=x.shape[0], grid=grid, text=context.shape[1], reference=n_ref,
+                      extras=extras, fingerprint=(tuple(tuple(r.shape[1:]) for r in refs or ()), bool(extras)))
