@@ -4,7 +4,9 @@
   run's sigmas), the summary line, and the release of every cached tensor in ``finally``.
 - ``DIFFUSION_MODEL`` wrapper: per model call, the decision (full or cached) and the call's plan.
 - ``patches_replace["dit"]`` entries, one per block: they hand the block to the family adapter while a plan
-  is active, and call ComfyUI's block untouched otherwise (bypassed node, calls outside a sampler).
+  is active, and call ComfyUI's block untouched otherwise (bypassed node, calls outside a sampler). Families
+  whose model has no such patch point declare it (``spec.ForwardPatch``): their blocks get the same entry
+  through an object patch on each block's ``forward`` (``forward_patch``).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from ..clusca_core.config import ClusCaConfig
 from .adapters import find_adapter, get_adapter
 from .adapters.base import bind_forward_args
 from .cluster_map import cluster_snapshot
+from .forward_patch import install_forward_patches
 from .holder import KEY, ClusCaHolder, summary_line
 from .ui_stats import send_stats
 
@@ -242,6 +245,9 @@ def apply_clusca(model, config: ClusCaConfig, node_id=None, adapter=None):
     to[KEY] = ClusCaHolder(config, adapter.key, node_id)
     existing = to.get("patches_replace", {}).get("dit", {})
     for kind in adapter.block_kinds:
+        if adapter.kinds[kind].forward_patch is not None:
+            install_forward_patches(m, adapter, kind, diffusion_model, ClusCaBlockPatch)
+            continue
         for i in range(adapter.block_count(diffusion_model, kind)):
             inner = existing.get((kind, i))
             if isinstance(inner, ClusCaBlockPatch):

@@ -54,7 +54,7 @@ class Adapter:
         #: the name users see (logs, summary, node panel)
         self.family = spec.name
         self.kinds = {k.key: k for k in spec.block_kinds}
-        #: block kinds patched through ``patches_replace["dit"]``, in forward order
+        #: block kinds, in forward order (patched through ``patches_replace["dit"]``, or ``spec.ForwardPatch``)
         self.block_kinds = tuple(self.kinds)
         self.reference_settings = dict(spec.reference_settings)
 
@@ -79,6 +79,9 @@ class Adapter:
                 paths += [p for s in kind.streams for b in s.branches if b.mlp
                           for p in (b.mlp.norm, b.mlp.mlp, b.mlp.post_norm) if isinstance(p, str)]
                 missing = [p for p in paths if not has_submodule(block, p)]
+                if kind.forward_patch is not None:
+                    params = inspect.signature(type(block).forward).parameters
+                    missing += [f"forward argument {a}" for a, _ in kind.forward_patch.rename if a not in params]
                 if missing:
                     return False, (f"this {self.family} model's blocks do not have the layout ClusCa knows "
                                    f"(no {', '.join(missing)})")

@@ -15,8 +15,9 @@ def describe_call(adapter, diffusion_model, bound: dict, config) -> "CallInfo | 
     frames, rows, cols = tokens.grid
     n_img = frames * rows * cols
     n_ref, n_txt = tokens.reference, tokens.text
-    segments = None
-    if config.cluster_per_frame and frames > 1:
+    # the family's own clustering parts (e.g. the caption and image tokens of one joint stream), or per frame
+    segments = tokens.extras.get("segments")
+    if segments is None and config.cluster_per_frame and frames > 1:
         ref = [n_ref] if n_ref else []
         segments = (ref if tokens.reference_first else []) + [rows * cols] * frames + \
                    ([] if tokens.reference_first else ref)

@@ -26,9 +26,13 @@ def _linear_params(module) -> int:
 def _width(block, kind) -> int:
     for stream in kind.streams:
         for branch in stream.branches:
-            for m in submodule(block, branch.module).modules():
+            module = submodule(block, branch.module)
+            for m in module.modules():
                 if isinstance(m, torch.nn.Linear):
                     return m.out_features
+            shape = getattr(module, "normalized_shape", None)     # a post-normed branch (Lumina)
+            if shape:
+                return int(shape[-1])
     return 0
 
 
@@ -40,6 +44,8 @@ def kind_flops(block, kind, tokens: dict, reps: dict, count: int) -> tuple[float
     body = _linear_params(block) - mod_params
     seen = [tokens.get(s.clusters or s.name, tokens.get("img", 0)) for s in kind.streams]
     joint = sum(tokens.get(c, 0) for c in kind.joint) if kind.joint else sum(seen)
+    if kind.joint:
+        seen = [joint] * len(seen)      # its stream holds every token of the joint sequence
     full = 2 * body * sum(seen) / len(seen) + 4 * joint * joint * _width(block, kind) + 2 * mod_params
     cached = 2 * mod_params
     for stream in kind.streams:

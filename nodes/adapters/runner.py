@@ -202,5 +202,5 @@ def _token_mlp(block, branch: Branch, mods: dict):
         if mod is not None:
             h = mod.rows(index).modulate(h)
         h = mlp(h)
-        return post(h) if post is not None else h
+        return post(finite16(h)) if post is not None else h     # ComfyUI clamps fp16 before a post-norm
     return fn

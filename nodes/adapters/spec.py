@@ -1,6 +1,7 @@
 """What ClusCa knows about a model family, as data: the description every family module fills in.
 
-A family is a model class whose forward calls a block patch point per block. Each kind of block (a
+A family is a model class whose forward calls a block patch point per block (or, for models without one, whose
+blocks are reached through ``ModelPatcher.add_object_patch``: :class:`ForwardPatch`). Each kind of block (a
 ``patches_replace["dit"]`` key such as ``double_block``) holds one or two residual streams (``img``, ``txt``);
 each stream adds a sequence of branches to itself, ``x <- x + gate * branch(x)``: attention outputs, which
 ClusCa forecasts on cached steps, and token-wise MLPs, which it also recomputes for one representative token
@@ -97,10 +98,22 @@ class Stream:
 
 
 @dataclass(frozen=True)
+class ForwardPatch:
+    """For a model that calls its blocks without a patch point (Lumina 2 / Z-Image): every block's ``forward``
+    attribute is replaced, through ``ModelPatcher.add_object_patch``, by a callable that names the call's
+    arguments like a block patch's args (``rename``: pairs of forward parameter and args key, e.g.
+    ``(("x", "img"), ("adaln_input", "vec"))``; other parameters keep their names), runs the block like any
+    other family's block patch, and returns the stream ``returns`` as the block's own forward would."""
+    rename: tuple
+    returns: str = "img"
+
+
+@dataclass(frozen=True)
 class BlockKind:
     """One kind of block: its patch key, where the blocks are, their streams and modulation.
 
-    key:        ``patches_replace["dit"]`` key ("double_block", "single_block").
+    key:        ``patches_replace["dit"]`` key ("double_block", "single_block"); with ``forward_patch``, only the
+                kind's name in cache keys and messages.
     blocks:     attribute path of the block list on the diffusion model.
     streams:    the residual streams a block of this kind updates.
     modulation: ``fn(block, args, extras) -> {name: Mod}``, the block's modulations on this call, from the patch
@@ -108,8 +121,10 @@ class BlockKind:
     modulation_modules: submodules that compute the modulation (they see one token: cost estimate only).
     clusters:   the output of the last block of this kind is clustered (the paper: the last double block).
     joint:      blocks of this kind run on the concatenation of these cluster streams (FLUX's single blocks
-                on text + image); the order is found from what the blocks compute.
+                on text + image, clustered as the previous kind's streams, in the order found from what the
+                blocks compute; Lumina's one stream of caption + image tokens).
     split:      optional :class:`ParallelSplit` for ``refresh_scope="all"`` (the MLP half of parallel blocks).
+    forward_patch: set when the model offers no patch point for these blocks (:class:`ForwardPatch`).
     """
     key: str
     blocks: str
@@ -119,6 +134,7 @@ class BlockKind:
     clusters: bool = False
     joint: tuple = ()
     split: Optional["ParallelSplit"] = None
+    forward_patch: Optional[ForwardPatch] = None
 
 
 @dataclass(frozen=True)
