@@ -184,6 +184,16 @@ class ComfyServer:
     def object_info(self) -> dict:
         return self.get_json("/object_info", timeout=120)
 
+    def set_setting(self, setting_id: str, value, timeout: float = 30) -> None:
+        """Store one of the page's settings for the default user (``POST /settings/<id>``, ComfyUI's own
+        route); a page opened afterwards starts with it."""
+        req = urllib.request.Request(self.url + "/settings/" + urllib.parse.quote(setting_id),
+                                     data=json.dumps(value).encode("utf-8"), method="POST",
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            if r.status != 200:
+                raise ServerError(f"setting {setting_id} was refused ({r.status})")
+
 
 @dataclass
 class RunRecord:

@@ -1,4 +1,4 @@
-// ComfyUI-ClusCa: the last run's ClusCa statistics, drawn on the "Apply ClusCa" node.
+// ComfyUI-ClusCa: the last run's ClusCa statistics, shown on the "Apply ClusCa" node.
 //
 // The server sends a "clusca.stats" websocket message after every sampling run with ClusCa
 // (nodes/ui_stats.py). This extension shows it as a compact panel at the bottom of the node: full and
@@ -94,6 +94,27 @@ function allClusCaNodes(graph = app.graph, prefix = "", out = []) {
   return out;
 }
 
+// Two ways to show the panel, chosen by how the page renders nodes:
+// - classic (LiteGraph canvas): a canvas widget that draws the panel in the node's widget area;
+// - "Nodes 2.0" (frontends from 1.27 on, setting Comfy.VueNodes.Enabled; nodes are Vue components): a DOM widget,
+//   an HTML panel in the node's own layout. Those frontends would also draw a canvas widget (inside a small
+//   canvas of its own), but 1.32.9 lays that canvas over the node's last input and below the node's edge.
+// If the rendering mode changes while a panel is shown, the panel is rebuilt in the other kind.
+function vueNodesMode() {
+  const liteGraph = window.LiteGraph ?? window.comfyAPI?.litegraph?.LiteGraph;
+  if (typeof liteGraph?.vueNodesMode === "boolean") return liteGraph.vueNodesMode;
+  try {
+    return !!app.extensionManager?.setting?.get?.("Comfy.VueNodes.Enabled");
+  } catch {
+    return false;
+  }
+}
+
+const PANEL_FILL = "#143c46"; // opaque, so that what is drawn is exactly this colour (the browser test looks for it)
+const PANEL_STROKE = "#3aa6b9";
+const TEXT_FIRST = "#e8f6f8";
+const TEXT_OTHER = "#bfe3ea";
+
 // grow the node to fit the panel (never narrower or shorter than the user made it); shrink it back after
 function resize(node, grow) {
   const wanted = node.computeSize();
@@ -103,17 +124,23 @@ function resize(node, grow) {
   app.graph?.setDirtyCanvas?.(true, true);
 }
 
-function makeWidget(node) {
+function panelHeight(lines) {
+  return lines.length ? lines.length * LINE_HEIGHT + 2 * PADDING : 0;
+}
+
+function makeCanvasWidget() {
   const widget = {
     name: WIDGET,
     type: "clusca_stats",
+    kind: "canvas",
     value: "",
     serialize: false,
     options: { serialize: false },
     lines: [],
+    promptId: null,
     drawCount: 0,
     computeSize(width) {
-      return [width, this.lines.length ? this.lines.length * LINE_HEIGHT + 2 * PADDING : 0];
+      return [width, panelHeight(this.lines)];
     },
     draw(ctx, drawNode, width, y) {
       if (drawNode.mode !== MODE_ALWAYS) {
@@ -123,10 +150,10 @@ function makeWidget(node) {
       }
       if (!this.lines.length) return;
       const margin = 10;
-      const h = this.lines.length * LINE_HEIGHT + 2 * PADDING;
+      const h = panelHeight(this.lines);
       ctx.save();
-      ctx.fillStyle = "rgba(20, 60, 70, 0.85)";
-      ctx.strokeStyle = "#3aa6b9";
+      ctx.fillStyle = PANEL_FILL;
+      ctx.strokeStyle = PANEL_STROKE;
       ctx.beginPath();
       if (ctx.roundRect) ctx.roundRect(margin, y, width - 2 * margin, h, 6);
       else ctx.rect(margin, y, width - 2 * margin, h);
@@ -136,14 +163,74 @@ function makeWidget(node) {
       ctx.textAlign = "left";
       ctx.textBaseline = "middle";
       this.lines.forEach((line, i) => {
-        ctx.fillStyle = line.color || (i === 0 ? "#e8f6f8" : "#bfe3ea");
+        ctx.fillStyle = line.color || (i === 0 ? TEXT_FIRST : TEXT_OTHER);
         const text = fitText(ctx, line.text, width - 2 * margin - 12);
         ctx.fillText(text, margin + 6, y + PADDING + LINE_HEIGHT * (i + 0.5));
       });
       ctx.restore();
       this.drawCount += 1;
       this.drawnText = this.lines.map((l) => l.text);
+      this.drawnPromptId = this.promptId;
+      // where it was drawn, in the node's coordinates (for the browser test)
+      this.drawnBox = [margin, y, width - 2 * margin, h];
     },
+    update(lines, promptId) {
+      this.lines = lines;
+      this.promptId = promptId;
+      this.value = lines.map((l) => l.text).join("\n");
+    },
+  };
+  return widget;
+}
+
+function makeDomWidget(node) {
+  const element = document.createElement("div");
+  element.className = "clusca-stats-panel";
+  Object.assign(element.style, {
+    boxSizing: "border-box",
+    margin: "4px 0",
+    padding: `${PADDING}px`,
+    background: PANEL_FILL,
+    border: `1px solid ${PANEL_STROKE}`,
+    borderRadius: "6px",
+    font: "12px Arial, sans-serif",
+    lineHeight: `${LINE_HEIGHT}px`,
+    color: TEXT_OTHER,
+    whiteSpace: "nowrap",
+    overflow: "hidden",
+    pointerEvents: "none",
+  });
+  // the frontend may call these while addDOMWidget runs, before it returns the widget
+  const shown = { lines: [] };
+  const height = () => panelHeight(shown.lines) + 8;
+  const widget = node.addDOMWidget(WIDGET, "clusca_stats", element, {
+    serialize: false,
+    hideOnZoom: false,
+    getValue: () => shown.lines.map((l) => l.text).join("\n"),
+    setValue: () => {},
+    getMinHeight: height,
+    getMaxHeight: height,
+  });
+  widget.serialize = false;
+  widget.kind = "dom";
+  widget.drawCount = 0;
+  widget.computeSize = (width) => [width, height()];
+  widget.update = (lines, promptId) => {
+    shown.lines = lines;
+    element.replaceChildren(
+      ...lines.map((line, i) => {
+        const div = document.createElement("div");
+        div.textContent = line.text;
+        div.style.color = line.color || (i === 0 ? TEXT_FIRST : TEXT_OTHER);
+        div.style.overflow = "hidden";
+        div.style.textOverflow = "ellipsis";
+        return div;
+      }),
+    );
+    element.dataset.promptId = promptId ?? "";
+    widget.drawCount += 1;
+    widget.drawnText = lines.map((l) => l.text);
+    widget.drawnPromptId = promptId;
   };
   return widget;
 }
@@ -155,23 +242,59 @@ function fitText(ctx, text, maxWidth) {
   return t + "…";
 }
 
+function findWidget(node) {
+  return node.widgets?.find((w) => w.name === WIDGET) ?? null;
+}
+
+function removeWidget(node, widget) {
+  if (typeof node.removeWidget === "function") node.removeWidget(widget);
+  else {
+    widget.onRemove?.();
+    node.widgets.splice(node.widgets.indexOf(widget), 1);
+  }
+}
+
+// nodes that show stats: watched for being bypassed, muted or removed, and for a change of the rendering mode
+const showing = new Set();
+let watchTimer = null;
+
 function showStats(node, message) {
-  let widget = node.widgets?.find((w) => w.name === WIDGET);
-  if (!widget) widget = node.addCustomWidget(makeWidget(node));
-  widget.lines = statsLines(message.summary || {});
-  widget.value = widget.lines.map((l) => l.text).join("\n");
-  node.clusca_stats = { ...message, lines: widget.value.split("\n") };
+  const kind = vueNodesMode() ? "dom" : "canvas";
+  let widget = findWidget(node);
+  if (widget && widget.kind !== kind) {
+    removeWidget(node, widget);
+    widget = null;
+  }
+  if (!widget) widget = kind === "dom" ? makeDomWidget(node) : node.addCustomWidget(makeCanvasWidget());
+  const lines = statsLines(message.summary || {});
+  widget.update(lines, message.prompt_id ?? null);
+  node.clusca_stats = { ...message, lines: lines.map((l) => l.text) };
   resize(node, true);
+  widget.triggerDraw?.(); // a canvas widget drawn by a Vue node redraws only when asked
+  showing.add(node);
+  watchTimer ??= setInterval(watch, 250);
 }
 
 function clearStats(node) {
-  const index = node.widgets?.findIndex((w) => w.name === WIDGET) ?? -1;
   delete node.clusca_stats;
-  if (index < 0) return;
-  const widget = node.widgets[index];
-  if (typeof node.removeWidget === "function") node.removeWidget(widget);
-  else node.widgets.splice(index, 1);
+  showing.delete(node);
+  const widget = findWidget(node);
+  if (!widget) return;
+  removeWidget(node, widget);
   resize(node, false);
+}
+
+// A Vue-rendered node is not drawn by the canvas, so the canvas widget's draw() cannot notice a bypass there.
+function watch() {
+  for (const node of showing) {
+    if (!node.graph || !node.clusca_stats) showing.delete(node);
+    else if (node.mode !== MODE_ALWAYS) clearStats(node);
+    else if (findWidget(node)?.kind !== (vueNodesMode() ? "dom" : "canvas")) showStats(node, node.clusca_stats);
+  }
+  if (!showing.size) {
+    clearInterval(watchTimer);
+    watchTimer = null;
+  }
 }
 
 // which nodes took part in the prompt that is running (executed, or served from the cache)
@@ -225,15 +348,19 @@ function install() {
   window.ClusCaStats = {
     shown() {
       return allClusCaNodes().map(({ node, execId }) => {
-        const widget = node.widgets?.find((w) => w.name === WIDGET);
+        const widget = findWidget(node);
         return {
           id: execId,
           mode: node.mode,
           stats: node.clusca_stats ?? null,
+          kind: widget?.kind ?? null, // "canvas" (drawn by the canvas widget) or "dom" (an HTML panel)
           drawn: widget?.drawnText ?? null,
+          drawnPromptId: widget?.drawnPromptId ?? null,
+          drawnBox: widget?.drawnBox ?? null,
           drawCount: widget?.drawCount ?? 0,
         };
       });
     },
+    vueNodesMode,
   };
 }
