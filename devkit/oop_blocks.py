@@ -1,12 +1,16 @@
 """An out-of-place path through ComfyUI's FLUX-style blocks, for training.
 
-ComfyUI's ``DoubleStreamBlock`` / ``SingleStreamBlock`` (``comfy.ldm.flux.layers``, used by FLUX and
+ComfyUI's ``DoubleStreamBlock`` / ``SingleStreamBlock`` (``comfy.ldm.flux.layers``, used by FLUX, FLUX.2 and
 HunyuanVideo) update their inputs in place (``img += ...``), which autograd refuses once those inputs were
 saved for the backward pass. :func:`training_transformer_options` returns ``transformer_options`` with one
 ``patches_replace["dit"]`` entry per block that computes the same block from the block's own submodules
 (modulation, norms, qkv, QK-norm, ComfyUI's ``attention`` with RoPE, projections, MLPs) without modifying any
 input. It is used only while training; sampling runs ComfyUI's blocks unchanged. :func:`check_equal` compares
-both paths on a random input, block by block and for the whole model.
+both paths on a random input, block by block and for the whole model. Blocks built without their own
+modulation (FLUX.2's global modulation) take it ready-made in ``vec``, as ComfyUI's blocks do.
+
+Qwen-Image's and Wan's blocks (``QwenImageTransformerBlock``, ``WanAttentionBlock``) update nothing in place
+(``tests/test_reference_models.py`` trains through them and checks the gradients): they need no such path.
 """
 
 from __future__ import annotations
@@ -28,8 +32,11 @@ def _qkv(attn_module, x, heads):
 def double_block_forward(block, img, txt, vec, pe, attn_mask=None, transformer_options=None):
     """``DoubleStreamBlock.forward`` without in-place updates (modulation_dims not supported)."""
     to = transformer_options if transformer_options is not None else {}
-    img_mod1, img_mod2 = block.img_mod(vec)
-    txt_mod1, txt_mod2 = block.txt_mod(vec)
+    if getattr(block, "modulation", True):
+        img_mod1, img_mod2 = block.img_mod(vec)
+        txt_mod1, txt_mod2 = block.txt_mod(vec)
+    else:                                            # global modulation: computed by the model, passed in vec
+        (img_mod1, img_mod2), (txt_mod1, txt_mod2) = vec
     img_q, img_k, img_v = _qkv(block.img_attn, torch.addcmul(img_mod1.shift, block.img_norm1(img), 1 + img_mod1.scale),
                                block.num_heads)
     txt_q, txt_k, txt_v = _qkv(block.txt_attn, torch.addcmul(txt_mod1.shift, block.txt_norm1(txt), 1 + txt_mod1.scale),
@@ -50,9 +57,11 @@ def double_block_forward(block, img, txt, vec, pe, attn_mask=None, transformer_o
 
 
 def single_block_forward(block, x, vec, pe, attn_mask=None, transformer_options=None):
-    """``SingleStreamBlock.forward`` without in-place updates (modulation_dims not supported)."""
+    """``SingleStreamBlock.forward`` without in-place updates (modulation_dims not supported; not the yak MLP)."""
+    if getattr(block, "yak_mlp", False):
+        raise NotImplementedError("the out-of-place training path does not handle the yak MLP")
     to = transformer_options if transformer_options is not None else {}
-    mod, _ = block.modulation(vec)
+    mod = block.modulation(vec)[0] if getattr(block, "modulation", None) is not None else vec
     qkv, mlp = torch.split(block.linear1(torch.addcmul(mod.shift, block.pre_norm(x), 1 + mod.scale)),
                            [3 * block.hidden_size, block.mlp_hidden_dim_first], dim=-1)
     q, k, v = qkv.view(qkv.shape[0], qkv.shape[1], 3, block.num_heads, -1).permute(2, 0, 3, 1, 4)
@@ -130,15 +139,19 @@ def check_equal(base_model, x, sigma, model_kwargs: dict, seed: int = 0, atol: f
     vec = torch.randn(b, d, generator=g)
     diffs = {}
     with torch.no_grad():
+        double_vec, single_vec = vec, vec
+        if getattr(dm.params, "global_modulation", False):     # FLUX.2: the model computes the modulations
+            double_vec = (dm.double_stream_modulation_img(vec), dm.double_stream_modulation_txt(vec))
+            single_vec = dm.single_stream_modulation(vec)[0]
         for i, block in enumerate(dm.double_blocks):
             img, txt = torch.randn(b, n_img, d, generator=g), torch.randn(b, n_txt, d, generator=g)
-            ref_img, ref_txt = block(img=img.clone(), txt=txt.clone(), vec=vec, pe=pe)
-            oop_img, oop_txt = double_block_forward(block, img, txt, vec, pe)
+            ref_img, ref_txt = block(img=img.clone(), txt=txt.clone(), vec=double_vec, pe=pe)
+            oop_img, oop_txt = double_block_forward(block, img, txt, double_vec, pe)
             diffs[f"double_block {i}"] = max(float((ref_img - oop_img).abs().max()), float((ref_txt - oop_txt).abs().max()))
         for i, block in enumerate(dm.single_blocks):
             xs = torch.randn(b, n_pe, d, generator=g)
-            ref = block(xs.clone(), vec=vec, pe=pe)
-            diffs[f"single_block {i}"] = float((ref - single_block_forward(block, xs, vec, pe)).abs().max())
+            ref = block(xs.clone(), vec=single_vec, pe=pe)
+            diffs[f"single_block {i}"] = float((ref - single_block_forward(block, xs, single_vec, pe)).abs().max())
         ref = base_model.apply_model(x, sigma, **model_kwargs)
         oop = base_model.apply_model(x, sigma, transformer_options=training_transformer_options(dm), **model_kwargs)
         diffs["apply_model"] = float((ref - oop).abs().max())

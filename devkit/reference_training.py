@@ -9,14 +9,15 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+import re
 import time
 
 import torch
 
 from .comfy_env import load_pack, pack_module
 from . import shapes
-from .oop_blocks import training_mode
-from .tiny_models import sample as sample_latent, with_version_fields
+from .tiny_models import CPU, sample as sample_latent, with_version_fields  # noqa: F401  (bootstraps ComfyUI)
+from .oop_blocks import training_mode  # noqa: E402  (imports comfy)
 
 load_pack()
 
@@ -103,14 +104,82 @@ def dit_family(hidden=128, heads=4, depth=6, mlp_ratio=4.0):
                              examples=["red circle", "blue square", "yellow triangle", "green ring"]))
 
 
+def _text_vocab(video=False):
+    vocab = [_ref("spec").PAD] + list(shapes.COLOURS) + list(shapes.SHAPES)
+    return vocab + ["moving"] + list(shapes.DIRECTIONS) if video else vocab
+
+
+def _image_prompts():
+    return dict(grammar="[colour] [shape], either word may be left out",
+                colours=list(shapes.COLOURS), shapes=list(shapes.SHAPES),
+                examples=["red circle", "blue square", "yellow triangle", "green ring", "magenta", "ring"])
+
+
+def qwen_image_family(hidden=96, heads=3, depth=3, context_dim=64):
+    """Qwen-Image (``comfy.supported_models.QwenImage``): double-stream blocks only, 16-channel Wan 2.1 latents
+    with a frame axis, patch 2, no pooled vector (the text goes through the model's RMS norm and ``txt_in``)."""
+    head = hidden // heads
+    rows = (3 * head // 8) // 2 * 2          # RoPE axes (frame/reference index, rows, columns), each even
+    unet = dict(image_model="qwen_image", patch_size=2, in_channels=16 * 4, out_channels=16, num_layers=depth,
+                attention_head_dim=head, num_attention_heads=heads, joint_attention_dim=context_dim,
+                axes_dims_rope=[head - 2 * rows, rows, rows])
+    with_version_fields(unet)
+    return dict(family="qwen_image", model_class="QwenImage", unet_config=unet,
+                latent=dict(height=64, width=64, factor=2, channels=16, frames=None),
+                vocabulary=_text_vocab(), text_len=4, context_dim=context_dim, pooled_dim=0, prompts=_image_prompts())
+
+
+def flux2_family(hidden=96, heads=3, depth=2, single=2, mlp_ratio=3.0, context_dim=64):
+    """FLUX.2 Klein-shaped (``comfy.supported_models.Flux2``): global modulation, SiLU-gated MLPs, no biases,
+    four RoPE axes, no guidance embedding, no pooled vector, patch 1 on 128-channel latents. ComfyUI pads the
+    text to 512 tokens in ``model_base.Flux2.extra_conds``; training goes through the same function."""
+    head = hidden // heads
+    unet = dict(image_model="flux2", in_channels=128, out_channels=128, vec_in_dim=None, context_in_dim=context_dim,
+                hidden_size=hidden, mlp_ratio=mlp_ratio, num_heads=heads, depth=depth, depth_single_blocks=single,
+                axes_dim=[head // 4] * 4, theta=2000, patch_size=1, qkv_bias=False, guidance_embed=False,
+                global_modulation=True, mlp_silu_act=True, ops_bias=False, default_ref_method="index",
+                ref_index_scale=10.0)
+    with_version_fields(unet)
+    return dict(family="flux2", model_class="Flux2", unet_config=unet,
+                latent=dict(height=64, width=64, factor=4, channels=128, frames=None),
+                vocabulary=_text_vocab(), text_len=4, context_dim=context_dim, pooled_dim=0, prompts=_image_prompts())
+
+
+def wan_family(hidden=96, heads=3, depth=4, ffn_ratio=4, context_dim=64, frames=8):
+    """Wan 2.1 T2V (``comfy.supported_models.WAN21_T2V``): one stream of video tokens per block (self-attention,
+    ungated cross-attention to the text, FFN), 16-channel latents, patch 1x2x2, on the videos of the
+    HunyuanVideo reference model."""
+    unet = dict(image_model="wan2.1", model_type="t2v", patch_size=[1, 2, 2], text_len=512, in_dim=16, dim=hidden,
+                ffn_dim=hidden * ffn_ratio, freq_dim=256, text_dim=context_dim, out_dim=16, num_heads=heads,
+                num_layers=depth, window_size=[-1, -1], qk_norm=True, cross_attn_norm=True, eps=1e-6)
+    with_version_fields(unet)
+    return dict(family="wan", model_class="WAN21_T2V", unet_config=unet,
+                latent=dict(height=32, width=32, factor=2, channels=16, frames=frames),
+                vocabulary=_text_vocab(video=True), text_len=4, context_dim=context_dim, pooled_dim=0,
+                shape_size=(0.17, 0.26),
+                prompts=dict(grammar="[colour] [shape] [moving direction], any part may be left out",
+                             colours=list(shapes.COLOURS), shapes=list(shapes.SHAPES),
+                             directions=list(shapes.DIRECTIONS),
+                             examples=["red circle moving left", "blue square moving up",
+                                       "yellow triangle moving right", "green ring moving down"]))
+
+
 DEFAULT_SHAPE_SIZE = (0.12, 0.30)
-FAMILIES = {"flux": flux_family, "hunyuan_video": hunyuan_video_family, "dit": dit_family}
+FAMILIES = {"flux": flux_family, "hunyuan_video": hunyuan_video_family, "dit": dit_family,
+            "qwen_image": qwen_image_family, "flux2": flux2_family, "wan": wan_family}
 
 TRAIN_DEFAULTS = {
     "flux": dict(steps=2500, batch=8, lr=1.2e-3, warmup=50),
     "hunyuan_video": dict(steps=2000, batch=4, lr=1.2e-3, warmup=50, sigma_unshifted=0.3),
     "dit": dict(steps=2500, batch=8, lr=1.2e-3, warmup=50),
+    "qwen_image": dict(steps=2500, batch=8, lr=1.2e-3, warmup=50, sigma_unshifted=0.2),
+    "flux2": dict(steps=2500, batch=8, lr=1.2e-3, warmup=50, sigma_unshifted=0.3),
+    "wan": dict(steps=2000, batch=4, lr=1.2e-3, warmup=50, sigma_unshifted=0.3),
 }
+
+#: families whose conditioning reaches ``apply_model`` in training through the model's own ``extra_conds``
+#: (what the sampler does with a CONDITIONING), so that training sees the inputs sampling will give it
+SAMPLER_CONDS = ("qwen_image", "flux2", "wan")
 
 
 def make_spec(family: str, name: str, **arch):
@@ -130,15 +199,38 @@ def make_spec(family: str, name: str, **arch):
 
 ZERO_INIT = ("img_mod.lin", "txt_mod.lin", "modulation.lin", "final_layer.linear", "final_layer.adaLN_modulation",
              "adaLN_modulation")
+#: further adaLN-Zero parameters (regular expressions: modulation producers and the final projection) of the
+#: families whose modules are named otherwise: Qwen-Image's ``img_mod`` / ``txt_mod`` are (SiLU, Linear)
+#: sequences and its output layer is ``norm_out`` / ``proj_out``; Wan's block and head modulations are
+#: parameters added to the ``time_projection`` output, its final projection is ``head.head``
+ZERO_INIT_EXTRA = {
+    "qwen_image": (r"\.(img|txt)_mod\.1\.", r"^norm_out\.linear\.", r"^proj_out\."),
+    "wan": (r"^time_projection\.1\.", r"^blocks\.\d+\.modulation$", r"^head\.head\.", r"^head\.modulation$"),
+}
+#: families initialised with every norm layer's gain at 1 (and bias 0), whatever the parameter is called
+#: (ComfyUI's ``RMSNorm`` / affine ``LayerNorm`` call it ``weight``, which would otherwise be zeroed)
+UNIT_NORMS = ("qwen_image", "flux2", "wan")
 
 
-def init_weights(module: torch.nn.Module, seed: int) -> None:
+def _zero_init(name: str, family) -> bool:
+    return any(z in name for z in ZERO_INIT) or any(re.search(r, name) for r in ZERO_INIT_EXTRA.get(family, ()))
+
+
+def init_weights(module: torch.nn.Module, seed: int, family: str | None = None) -> None:
     """DiT-style init (comfy.ops leaves weights uninitialised): xavier-uniform matrices, zero biases, unit
-    norm scales, normal(0, 0.02) embeddings and adaLN-Zero (modulations and the final projection start at 0)."""
+    norm scales, normal(0, 0.02) embeddings and adaLN-Zero (modulations and the final projection start at 0).
+    ``family`` adds that family's adaLN-Zero names (``ZERO_INIT_EXTRA``) and unit norm gains (``UNIT_NORMS``)."""
     g = torch.Generator().manual_seed(seed)
+    norm_params = set()
+    if family in UNIT_NORMS:
+        for mname, m in module.named_modules():
+            if "Norm" in type(m).__name__:
+                norm_params.update(f"{mname}.{n}" if mname else n for n, _ in m.named_parameters(recurse=False))
     with torch.no_grad():
         for name, p in module.named_parameters():
-            if any(z in name for z in ZERO_INIT):
+            if name in norm_params:
+                p.fill_(0.0 if name.endswith("bias") else 1.0)
+            elif _zero_init(name, family):
                 p.zero_()
             elif name.endswith("scale") and p.ndim == 1:
                 p.fill_(1.0)
@@ -159,7 +251,8 @@ def init_embedder(embedder, seed: int) -> None:
     with torch.no_grad():
         embedder.token.weight.copy_(torch.randn(embedder.token.weight.shape, generator=g))
         embedder.position.copy_(torch.randn(embedder.position.shape, generator=g) * 0.1)
-        embedder.pooled.weight.copy_(torch.randn(embedder.pooled.weight.shape, generator=g))
+        if embedder.pooled is not None:
+            embedder.pooled.weight.copy_(torch.randn(embedder.pooled.weight.shape, generator=g))
 
 
 # -- data and prompts -------------------------------------------------------------------------------
@@ -169,12 +262,12 @@ def draw_batch(spec, cfg: TrainConfig, g: torch.Generator):
     lat = spec.latent
     n = cfg.batch
     r_range = tuple(spec.training.get("data", {}).get("shape_size", DEFAULT_SHAPE_SIZE))
-    if spec.family == "hunyuan_video":
+    if lat.frames is not None:
         pix, kind, colour, direction = shapes.sample_videos(n, lat.height, lat.frames, g, r_range=r_range)
     else:
         pix, kind, colour = shapes.sample_images(n, lat.height, g, r_range=r_range)
         direction = None
-    x0 = lat.to_raw(pix * 2 - 1)
+    x0 = spec.to_model_space(pix * 2 - 1)
     drop_all = torch.rand(n, generator=g) < cfg.cond_dropout
     drop = torch.rand(n, 3, generator=g) < cfg.word_dropout
     if spec.family == "dit":
@@ -199,10 +292,22 @@ def draw_batch(spec, cfg: TrainConfig, g: torch.Generator):
     return x0, {"tokens": tokens}
 
 
-def model_kwargs(spec, embedder, cond: dict) -> dict:
+def sampler_conds(base_model, x: torch.Tensor, context: torch.Tensor, pooled=None) -> dict:
+    """``apply_model``'s keyword arguments for a text conditioning as ComfyUI's sampler makes them from a
+    CONDITIONING: the model's own ``extra_conds`` (``comfy.samplers.encode_model_conds``: FLUX.2 pads the text
+    to 512 tokens there) and every cond's ``process_cond`` for the batch. Differentiable in ``context``."""
+    conds = base_model.extra_conds(cross_attn=context, pooled_output=pooled, device=x.device, noise=x)
+    return {k: c.process_cond(batch_size=x.shape[0], device=x.device).cond for k, c in conds.items()}
+
+
+def model_kwargs(spec, embedder, cond: dict, base_model=None, x=None) -> dict:
+    """``apply_model``'s conditioning keyword arguments for a batch; the ``SAMPLER_CONDS`` families need the
+    model and the (noisy) latent, whose shape and device ``extra_conds`` reads."""
     if spec.family == "dit":
         return {"y": cond["labels"]}
     context, pooled = embedder(cond["tokens"])
+    if spec.family in SAMPLER_CONDS:
+        return sampler_conds(base_model, x, context, pooled)
     return {"c_crossattn": context, "y": pooled}
 
 
@@ -281,7 +386,7 @@ def validation_batch(spec, base_model, seed=12345, n=32):
 def evaluate(spec, base_model, embedder, batch, transformer_options=None) -> float:
     x0, cond, noise, sigma = batch
     with torch.no_grad():
-        return float(prediction_loss(base_model, x0, noise, sigma, model_kwargs(spec, embedder, cond),
+        return float(prediction_loss(base_model, x0, noise, sigma, model_kwargs(spec, embedder, cond, base_model, x0),
                                      transformer_options))
 
 
@@ -313,7 +418,7 @@ def train(spec, model_patcher, cfg: TrainConfig, transformer_options=None, log=p
         noise = torch.randn(x0.shape, generator=g)
         sigma = draw_sigmas(base, cfg.batch, g, cfg.sigma_unshifted)
         with training_mode():
-            loss = prediction_loss(base, x0, noise, sigma, model_kwargs(spec, trainable.embedder, cond),
+            loss = prediction_loss(base, x0, noise, sigma, model_kwargs(spec, trainable.embedder, cond, base, x0),
                                    transformer_options)
             opt.zero_grad(set_to_none=True)
             loss.backward()

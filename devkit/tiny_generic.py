@@ -103,8 +103,11 @@ HUNYUAN3D_21 = GenericModel(
 GENERIC_MODELS = (SD3, AURAFLOW, HUNYUAN3D)
 
 
-def tiny_lumina2(seed: int = 0, dtype=torch.float32) -> comfy.model_patcher.ModelPatcher:
-    """Lumina 2 (NextDiT): no ``patches_replace["dit"]`` at all, so no ClusCa (the model passes through)."""
-    return build(sm.Lumina2, dict(image_model="lumina2", patch_size=2, in_channels=16, dim=64, n_layers=1,
-                                  n_refiner_layers=1, n_heads=2, n_kv_heads=2, multiple_of=16, cap_feat_dim=TEXT,
-                                  axes_dims=[8, 12, 12], axes_lens=[16, 16, 16], qk_norm=True), seed, dtype)
+def tiny_sd15(seed: int = 0, dtype=torch.float32) -> comfy.model_patcher.ModelPatcher:
+    """A tiny SD 1.x UNet: no transformer blocks behind ``patches_replace["dit"]`` and no family description,
+    so no ClusCa (the model passes through). Sample it with 4-channel latents and (1, tokens, 32) contexts."""
+    return build(sm.SD15, dict(use_spatial_transformer=True, image_size=32, in_channels=4, out_channels=4,
+                               model_channels=32, num_res_blocks=[1], channel_mult=[1], transformer_depth=[1],
+                               transformer_depth_output=[1, 1], transformer_depth_middle=1, context_dim=TEXT,
+                               use_linear_in_transformer=False, adm_in_channels=None, use_temporal_attention=False,
+                               num_head_channels=16, num_heads=-1), seed, dtype)

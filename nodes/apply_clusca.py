@@ -1,4 +1,10 @@
-"""The ``ApplyClusCa`` node: MODEL in, MODEL with ClusCa out."""
+"""The deprecated ``ApplyClusCa`` node (the pack's first node): MODEL in, MODEL with ClusCa out.
+
+Superseded by ``ClusCa`` / ``ClusCaAdvanced`` (clusca_nodes.py). It stays registered, hidden from the node
+search, so that graphs and API calls saved with it load and run with every input keeping its meaning: its
+defaults are the paper's fixed schedule, its presets and the family reference settings it applies when five
+inputs are left at their defaults are unchanged (``settings.legacy_settings``); ``target_speedup`` now runs the
+speed-up controller."""
 
 from __future__ import annotations
 
@@ -9,6 +15,7 @@ from comfy_api.latest import io
 from ..clusca_core.config import (CACHE_DEVICES, CACHE_DTYPES, MAX_CLUSTERS, MAX_INTERVAL, MAX_TAYLOR_ORDER,
                                   MAX_WARMUP, MEMORY_MODES, MODES, PRESETS, ClusCaConfig)
 from .patching import apply_clusca
+from .settings import legacy_settings
 
 DEFAULTS = ClusCaConfig()
 CONFIG_FIELDS = {f.name for f in fields(ClusCaConfig)}
@@ -63,9 +70,9 @@ def _inputs() -> list:
                          tooltip="Log one line per cached step with the forecast error measured at the "
                                  "representative tokens (costs one GPU sync per step)."),
         io.Float.Input("target_speedup", default=d.target_speedup, min=0.0, max=50.0, step=0.1, optional=True,
-                       tooltip="0 = off (full steps every fresh_interval). Otherwise ClusCa decides when to run a "
-                               "full step from the forecast error it measures on the representative tokens, "
-                               "spending steps / target full steps where the error says they are needed."),
+                       tooltip="0 = off (full steps every fresh_interval). Otherwise the run spends steps / target "
+                               "full steps, placed where the forecast error measured on the representative tokens "
+                               "says they are needed (the speed-up controller)."),
         io.Float.Input("adaptive_threshold", default=d.adaptive_threshold, min=0.0, max=10.0, step=0.01,
                        optional=True,
                        tooltip="Error-adaptive schedule without a budget (0 = off): a cached step whose relative "
@@ -96,6 +103,7 @@ class ApplyClusCa(io.ComfyNode):
             inputs=_inputs(),
             outputs=[io.Model.Output(tooltip="The model with ClusCa; connect it to the sampler.")],
             hidden=[io.Hidden.unique_id],
+            is_deprecated=True,
         )
 
     @staticmethod
@@ -122,4 +130,4 @@ class ApplyClusCa(io.ComfyNode):
         config = cls.config_from(inputs).validated()
         hidden = getattr(cls, "hidden", None)
         node_id = getattr(hidden, "unique_id", None) if hidden is not None else None
-        return io.NodeOutput(apply_clusca(model, config, node_id=node_id))
+        return io.NodeOutput(apply_clusca(model, config, node_id=node_id, settings=legacy_settings))

@@ -31,10 +31,6 @@ log = logging.getLogger("ClusCa")
 WrappersMP = comfy.patcher_extension.WrappersMP
 CallbacksMP = comfy.patcher_extension.CallbacksMP
 
-#: the settings a family's reference values replace when the node leaves all of them at their defaults
-REFERENCE_FIELDS = ("fresh_interval", "warmup_steps", "taylor_order", "clusters", "propagation_ratio")
-
-
 class ClusCaBlockPatch:
     """The ``patches_replace["dit"]`` entry of one block. Picklable/deep-copyable: it holds plain values."""
 
@@ -213,11 +209,12 @@ def _plan_call(run, holder, dm, bound, to):
     return plan, info
 
 
-def apply_clusca(model, config: ClusCaConfig, node_id=None, adapter=None):
+def apply_clusca(model, config: ClusCaConfig, node_id=None, adapter=None, settings=None):
     """A clone of ``model`` with ClusCa installed, or ``model`` itself (with a warning) when its family is
     not supported. Applying ClusCa to a model that already has it replaces the earlier settings.
-    A config left entirely at the node's defaults takes the family's reference settings. ``adapter`` forces
-    one (benchmarks and tests, e.g. the generic block forecast on a model a family describes)."""
+    ``settings(adapter, config) -> config`` fills in what depends on the model's family (the nodes' choices,
+    ``nodes/settings.py``); without it ``config`` is used as given. ``adapter`` forces one (benchmarks and
+    tests, e.g. the generic block forecast on a model a family describes)."""
     config.validated()
     diffusion_model = getattr(getattr(model, "model", None), "diffusion_model", None)
     if adapter is None:
@@ -226,26 +223,15 @@ def apply_clusca(model, config: ClusCaConfig, node_id=None, adapter=None):
     if adapter is None:
         log.warning("ClusCa - %s; the model passes through unchanged.", reason)
         return model
-    if config.preset != "custom":
-        settings = adapter.presets.get(config.preset)
-        if settings is None:
-            log.warning("ClusCa - %s has no preset %r; the node's inputs are used as given.", adapter.family,
-                        config.preset)
-        else:
-            config = config.with_changes(**{**adapter.reference_settings, **settings}).validated()
-            log.info("ClusCa - %s: preset %s: %s", adapter.family, config.preset, settings)
-    elif adapter.reference_settings and all(getattr(config, k) == getattr(ClusCaConfig(), k)
-                                            for k in REFERENCE_FIELDS):
-        config = config.with_changes(**adapter.reference_settings)
-        log.info("ClusCa - %s: inputs left at their defaults, using the family's reference settings %s",
-                 adapter.family, adapter.reference_settings)
+    if settings is not None:
+        config = settings(adapter, config).validated()
     config = adapter.adjust_config(config.resolved())
     m = model.clone()
     to = m.model_options.setdefault("transformer_options", {})
     to[KEY] = ClusCaHolder(config, adapter.key, node_id)
     existing = to.get("patches_replace", {}).get("dit", {})
     for kind in adapter.block_kinds:
-        if adapter.kinds[kind].forward_patch is not None:
+        if getattr(getattr(adapter, "kinds", {}).get(kind), "forward_patch", None) is not None:
             install_forward_patches(m, adapter, kind, diffusion_model, ClusCaBlockPatch)
             continue
         for i in range(adapter.block_count(diffusion_model, kind)):

@@ -24,3 +24,13 @@ def presets_for(family_key: str) -> dict:
         return {}
     return {name: {"mode": "clusca", "adaptive_threshold": t, "target_speedup": 0.0}
             for name, t in zip(PRESET_NAMES, thresholds)}
+
+
+#: family key -> settings around the speed-up controller that differ from ``nodes.settings.BEST`` (measured on
+#: the family's reference model, docs/benchmarks.md)
+BEST_BY_FAMILY: dict = {}
+
+
+def best_for(family_key: str) -> dict:
+    """The family's measured deviations from the generic best settings of the speed-up controller."""
+    return dict(BEST_BY_FAMILY.get(family_key, {}))

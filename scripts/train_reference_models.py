@@ -4,14 +4,18 @@
     .venv/bin/python scripts/train_reference_models.py --family flux
     .venv/bin/python scripts/train_reference_models.py --family hunyuan_video
     .venv/bin/python scripts/train_reference_models.py --family dit
+    .venv/bin/python scripts/train_reference_models.py --family qwen_image
+    .venv/bin/python scripts/train_reference_models.py --family flux2
+    .venv/bin/python scripts/train_reference_models.py --family wan
     .venv/bin/python scripts/train_reference_models.py --family flux --grid-only   # redraw docs/images/*.png
 
 Each run: builds the architecture through ComfyUI's own model classes (FLUX: ``comfy.supported_models.
-FluxSchnell``; HunyuanVideo: ``comfy.supported_models.HunyuanVideo``; DiT: the pack's ``DiTModelConfig``),
-initialises it under a fixed seed, (FLUX / HunyuanVideo) checks that the out-of-place training path
-(``devkit/oop_blocks.py``) equals ComfyUI's blocks, trains the diffusion model and the prompt embedding tables
-jointly through ``BaseModel.apply_model`` (ComfyUI's own sigma -> timestep conversion and prediction
-parameterisation), keeps an EMA of the weights, stores the EMA weights as float16 in
+FluxSchnell``; HunyuanVideo: ``comfy.supported_models.HunyuanVideo``; DiT: the pack's ``DiTModelConfig``;
+Qwen-Image: ``QwenImage``; FLUX.2: ``Flux2``; Wan: ``WAN21_T2V``), initialises it under a fixed seed, (FLUX /
+FLUX.2 / HunyuanVideo) checks that the out-of-place training path (``devkit/oop_blocks.py``) equals ComfyUI's
+blocks, trains the diffusion model and the prompt embedding tables jointly through ``BaseModel.apply_model``
+(ComfyUI's own sigma -> timestep conversion and prediction parameterisation; Qwen-Image / FLUX.2 / Wan get
+their conditioning through the model's own ``extra_conds``, as in sampling), keeps an EMA of the weights, stores the EMA weights as float16 in
 ``reference_models/<name>.safetensors`` with the config as metadata, loads that file back through the pack's
 loader, samples a grid through ComfyUI's sampler and writes ``docs/images/<name>.png``. Everything is
 deterministic for a given seed and thread count; the log goes to stdout.
@@ -30,7 +34,10 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.append(str(REPO))   # last, so that ComfyUI's top-level ``nodes`` module is not shadowed
 
-NAMES = {"flux": "flux_shapes", "hunyuan_video": "hunyuan_video_shapes", "dit": "dit_shapes"}
+NAMES = {"flux": "flux_shapes", "hunyuan_video": "hunyuan_video_shapes", "dit": "dit_shapes",
+         "qwen_image": "qwen_image_shapes", "flux2": "flux2_shapes", "wan": "wan_shapes"}
+#: families trained through the out-of-place path of ComfyUI's FLUX-style blocks (devkit/oop_blocks.py)
+OUT_OF_PLACE = ("flux", "hunyuan_video", "flux2")
 
 #: grid prompts (rows) per family; columns are seeds
 GRID_PROMPTS = {
@@ -41,6 +48,8 @@ GRID_PROMPTS = {
     "hunyuan_video": ["red circle moving right", "blue square moving left", "yellow triangle moving up",
                       "green ring moving down", "magenta square moving right", "cyan circle moving up"],
 }
+GRID_PROMPTS["qwen_image"] = GRID_PROMPTS["flux2"] = GRID_PROMPTS["flux"]
+GRID_PROMPTS["wan"] = GRID_PROMPTS["hunyuan_video"]
 GRID_SETTINGS = {"steps": 20, "cfg": 4.0, "sampler": "euler", "scheduler": "simple"}
 
 
@@ -146,7 +155,7 @@ def main(argv=None) -> int:
     model = loader.build_model(spec, None, load_device=rt.CPU, offload_device=rt.CPU)
     base = model.model
     dm = base.diffusion_model
-    rt.init_weights(dm, args.seed)
+    rt.init_weights(dm, args.seed, args.family)
     if spec.embedder is not None:
         rt.init_embedder(spec.embedder, args.seed)
     n_params = sum(p.numel() for p in dm.parameters())
@@ -156,13 +165,19 @@ def main(argv=None) -> int:
         f"latent {tuple(spec.empty_latent(1)['samples'].shape[1:])}; train {cfg}")
 
     to = {}
-    if args.family in ("flux", "hunyuan_video"):
+    if args.family in OUT_OF_PLACE:
+        # checked on a copy with random weights (the initialised model's zero gates would make every block
+        # return its input unchanged on either path)
+        from devkit.tiny_models import init_weights as random_weights
+        probe = loader.build_model(spec, None, load_device=rt.CPU, offload_device=rt.CPU).model
+        random_weights(probe.diffusion_model, args.seed + 3)
         g = torch.Generator().manual_seed(args.seed + 7)
         x = torch.randn((2,) + tuple(spec.empty_latent(1)["samples"].shape[1:]), generator=g)
         tokens = torch.tensor([spec.tokenize(spec.prompts["examples"][0]), spec.tokenize("")])
         with torch.no_grad():
-            context, pooled = spec.embedder(tokens)
-        diffs = check_equal(base, x, torch.tensor([0.8, 0.3]), {"c_crossattn": context, "y": pooled}, seed=args.seed)
+            kwargs = rt.model_kwargs(spec, spec.embedder, {"tokens": tokens}, probe, x)
+        diffs = check_equal(probe, x, torch.tensor([0.8, 0.3]), kwargs, seed=args.seed)
+        del probe
         log(f"out-of-place training path equals ComfyUI's blocks (max abs diff {max(diffs.values()):.2e}): {diffs}")
         to = training_transformer_options(dm)
     to["optimized_attention_override"] = attention_override()

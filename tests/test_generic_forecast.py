@@ -11,7 +11,7 @@ import torch
 from family_checks import apply_node, last_summary, live_slot_caches
 from devkit.comfy_env import pack_module
 from devkit.metrics import psnr
-from devkit.tiny_generic import GENERIC_MODELS, HUNYUAN3D_21, SD3, tiny_lumina2
+from devkit.tiny_generic import GENERIC_MODELS, HUNYUAN3D_21, SD3, tiny_sd15
 from devkit.tiny_models import AttentionCounter, flux_cond, sample, tiny_flux
 
 from clusca_core.schedule import build_full_step_mask
@@ -133,10 +133,10 @@ def test_model_that_does_not_route_blocks_through_the_patches_runs_unchanged(cap
 
 
 def test_model_without_block_patches_is_not_supported(caplog):
-    m = tiny_lumina2(0)
+    m = tiny_sd15(0)
     with caplog.at_level("WARNING", logger="ClusCa"):
         assert apply_node(m) is m
-    assert any("passes through unchanged" in r.getMessage() and "NextDiT" in r.getMessage() for r in caplog.records)
+    assert any("passes through unchanged" in r.getMessage() and "UNetModel" in r.getMessage() for r in caplog.records)
 
 
 def test_self_check_switches_off_when_a_block_output_is_not_its_streams():

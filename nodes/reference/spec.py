@@ -1,19 +1,24 @@
 """What a ClusCa reference model is besides its weights: vocabulary, conditioning, latent mapping.
 
 A reference model is a small diffusion transformer of one of the architectures ClusCa accelerates (FLUX,
-HunyuanVideo, DiT), trained by ``scripts/train_reference_models.py`` on procedurally drawn coloured shapes
-(moving shapes for the video model). It has no VAE and no text encoder:
+HunyuanVideo, DiT, Qwen-Image, FLUX.2, Wan 2.1), trained by ``scripts/train_reference_models.py`` on
+procedurally drawn coloured shapes (moving shapes for the video models). It has no VAE and no text encoder:
 
 - **Latents** are an exactly invertible pixel mapping (:class:`PixelLatent`): RGB in [-1, 1] is folded with
   ``pixel_unshuffle`` (factor f: every f x f pixel block becomes 3 f^2 channels), zero channels are appended up
   to the latent format's channel count, and the result is taken as the *model-space* latent. The LATENT that
   ComfyUI's samplers return is ``latent_format.process_out`` of that (as for a VAE's latents), so decoding is
   ``process_in``, dropping the padding channels, ``pixel_shuffle``. Video frames are mapped one by one (one
-  latent frame per video frame, no temporal compression).
+  latent frame per video frame, no temporal compression). Image models whose latent format has a frame axis
+  (Qwen-Image's Wan 2.1 latents, ``latent_dimensions == 3``) get latents with one frame, (B, C, 1, h, w), as
+  ComfyUI's KSampler makes of an empty image latent for them.
 - **Text** is a whitespace-separated prompt over a tiny vocabulary (e.g. "red circle",
   "blue square moving left"), padded with ``<pad>`` to a fixed length; :class:`TextEmbedder` turns it into
-  the context tokens (a token table plus a position table) and the pooled vector (mean of a second table)
-  that FLUX and HunyuanVideo take. The empty prompt (all ``<pad>``) is the unconditional input of CFG.
+  the context tokens (a token table plus a position table) and, for the models that take one (FLUX,
+  HunyuanVideo), the pooled vector (mean of a second table). The empty prompt (all ``<pad>``) is the
+  unconditional input of CFG. The conditioning is what a text encoder node would give; the model's own
+  ``extra_conds`` may still change it on the way in (FLUX.2 pads the text to 512 tokens), in sampling and in
+  training alike.
 - **DiT** is class-conditional: a prompt must name one of its classes ("red circle"); the empty prompt is
   the null class.
 """
@@ -32,7 +37,7 @@ from torch import nn
 PAD = "<pad>"
 METADATA_KEY = "clusca_reference"
 FORMAT_VERSION = 1
-FAMILIES = ("flux", "hunyuan_video", "dit")
+FAMILIES = ("flux", "hunyuan_video", "dit", "qwen_image", "flux2", "wan")
 EMBEDDER_PREFIX = "conditioning."
 MODEL_PREFIX = "diffusion_model."
 
@@ -45,17 +50,18 @@ class TextEmbedder(nn.Module):
     """Prompt token ids (B, L) -> (context (B, L, context_dim), pooled (B, pooled_dim)).
 
     context = token table + position table (the models' text tokens carry no position of their own);
-    pooled = mean over all L slots (padding included) of a second token table."""
+    pooled = mean over all L slots (padding included) of a second token table; ``pooled_dim`` 0: no pooled
+    vector (None), for models that take none (Qwen-Image, FLUX.2, Wan)."""
 
     def __init__(self, vocab_size: int, text_len: int, context_dim: int, pooled_dim: int):
         super().__init__()
         self.token = nn.Embedding(vocab_size, context_dim)
         self.position = nn.Parameter(torch.zeros(text_len, context_dim))
-        self.pooled = nn.Embedding(vocab_size, pooled_dim)
+        self.pooled = nn.Embedding(vocab_size, pooled_dim) if pooled_dim > 0 else None
 
-    def forward(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, tokens: torch.Tensor) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         context = self.token(tokens) + self.position[: tokens.shape[1]]
-        return context, self.pooled(tokens).mean(dim=1)
+        return context, self.pooled(tokens).mean(dim=1) if self.pooled is not None else None
 
 
 @dataclasses.dataclass
@@ -109,8 +115,8 @@ class ReferenceSpec:
     """Everything about a reference model except its diffusion weights. Built from a file's metadata."""
 
     name: str
-    family: str                      # "flux" | "hunyuan_video" | "dit"
-    model_class: str                 # "FluxSchnell" | "HunyuanVideo" | "DiT"
+    family: str                      # one of FAMILIES
+    model_class: str                 # "FluxSchnell" | "HunyuanVideo" | "DiT" | "QwenImage" | "Flux2" | "WAN21_T2V"
     unet_config: dict
     latent: PixelLatent
     vocabulary: list = dataclasses.field(default_factory=list)   # index 0 is <pad>
@@ -163,6 +169,17 @@ class ReferenceSpec:
         """ComfyUI's latent format of the model class (its process_in/process_out)."""
         return self.model_config_class().latent_format()
 
+    def frame_axis(self) -> bool:
+        """True for an image model whose latents have a frame axis (its latent format has
+        ``latent_dimensions == 3``, e.g. Qwen-Image): its latents are (B, C, 1, h, w)."""
+        return self.latent.frames is None and getattr(self.latent_format(), "latent_dimensions", 2) == 3
+
+    def to_model_space(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Pixels in [-1, 1], (B, 3, [T,] H, W) -> the model-space latent (with the frame axis where the
+        latent format has one)."""
+        raw = self.latent.to_raw(pixels)
+        return raw.unsqueeze(2) if raw.ndim == 4 and self.frame_axis() else raw
+
     # -- prompts -----------------------------------------------------------------------------------
     @staticmethod
     def words(text: str) -> list:
@@ -205,12 +222,12 @@ class ReferenceSpec:
             out += " Examples: " + "; ".join(repr(e) for e in ex[:4]) + "."
         return out.strip()
 
-    def embed(self, texts: list) -> tuple[torch.Tensor, torch.Tensor]:
-        """(context, pooled) of a list of prompts (FLUX / HunyuanVideo)."""
+    def embed(self, texts: list) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """(context, pooled) of a list of prompts (text models; pooled is None for models without one)."""
         tokens = torch.tensor([self.tokenize(t) for t in texts], dtype=torch.long)
         with torch.no_grad():
             context, pooled = self.embedder(tokens)
-        return context.float(), pooled.float()
+        return context.float(), pooled.float() if pooled is not None else None
 
     def _one(self, text: str, batch: int) -> list:
         if self.family == "dit":
@@ -223,7 +240,9 @@ class ReferenceSpec:
                         for c in cond]
             return cond
         context, pooled = self.embed([text])
-        return [[context.repeat(batch, 1, 1), {"pooled_output": pooled.repeat(batch, 1)}]]
+        # like a text encoder node's output: "pooled_output" is always there (None without a pooled vector;
+        # ComfyUI 0.3.75's FLUX-class models read the key)
+        return [[context.repeat(batch, 1, 1), {"pooled_output": pooled.repeat(batch, 1) if pooled is not None else None}]]
 
     def conditioning(self, text: str, batch: int = 1, negative: str = "") -> tuple[list, list]:
         """(positive, negative) CONDITIONING lists in ComfyUI's format for a prompt and a negative prompt
@@ -232,7 +251,8 @@ class ReferenceSpec:
 
     # -- latents -----------------------------------------------------------------------------------
     def empty_latent(self, batch: int = 1, frames: Optional[int] = None) -> dict:
-        """A LATENT of zeros of the model's trained size (video: ``frames`` frames, default the trained count)."""
+        """A LATENT of zeros of the model's trained size (video: ``frames`` frames, default the trained count;
+        an image model with a frame axis: one frame)."""
         h, w = self.latent.latent_hw
         if self.latent.frames is not None:
             t = int(frames or self.latent.frames)
@@ -240,19 +260,22 @@ class ReferenceSpec:
         else:
             if frames not in (None, 1):
                 raise ValueError(f"reference model '{self.name}' is an image model; frames must be None")
-            samples = torch.zeros(batch, self.latent.channels, h, w)
+            shape = (batch, self.latent.channels, 1, h, w) if self.frame_axis() else (batch, self.latent.channels, h, w)
+            samples = torch.zeros(shape)
         return {"samples": samples}
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """IMAGE-like pixels in [0, 1], (B, H, W, 3) or video (B, T, H, W, 3) -> LATENT samples (outer space)."""
         x = images.float() * 2 - 1
         x = x.permute(0, 4, 1, 2, 3) if x.ndim == 5 else x.permute(0, 3, 1, 2)
-        return self.latent_format().process_out(self.latent.to_raw(x))
+        return self.latent_format().process_out(self.to_model_space(x))
 
     def decode(self, latent) -> torch.Tensor:
         """LATENT (dict or samples tensor, as a sampler returns it) -> IMAGE (B[*T], H, W, 3) in [0, 1];
         video frames are flattened into the batch, sample-major."""
         samples = latent["samples"] if isinstance(latent, dict) else latent
+        if samples.ndim == 4 and self.frame_axis():
+            samples = samples.unsqueeze(2)          # the latent format expects the frame axis
         raw = self.latent_format().process_in(samples.float().cpu())
         pix = self.latent.from_raw(raw)
         if pix.ndim == 5:
