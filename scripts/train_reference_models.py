@@ -133,7 +133,7 @@ def main(argv=None) -> int:
     torch.use_deterministic_algorithms(True, warn_only=True)
 
     from devkit import reference_training as rt
-    from devkit.comfy_env import pack_module
+    from devkit.comfy_env import comfyui_version, pack_module
     from devkit.oop_blocks import check_equal, training_transformer_options
     loader = pack_module("nodes.reference.loader")
 
@@ -183,7 +183,8 @@ def main(argv=None) -> int:
     to["optimized_attention_override"] = attention_override()
 
     ema, stats, val = rt.train(spec, model, cfg, to, log=log)
-    log(f"training done: {stats['steps']} steps in {stats['seconds'] / 60:.1f} min, final train loss "
+    log(f"training done: {stats['steps']} steps in {stats['seconds'] / 60:.1f} min ({stats['cpu_seconds'] / 60:.1f} "
+        f"min of CPU time), final train loss "
         f"{stats['final_train_loss']:.4f}, validation loss (raw weights) {stats['val_loss_raw']:.4f}")
 
     # store the EMA weights (float16) and evaluate exactly what is stored
@@ -193,10 +194,11 @@ def main(argv=None) -> int:
                          stopped_early=stats["stopped_early"], batch=cfg.batch, lr=cfg.lr, warmup=cfg.warmup,
                          ema=cfg.ema, cond_dropout=cfg.cond_dropout, word_dropout=cfg.word_dropout,
                          sigma_unshifted=cfg.sigma_unshifted,
-                         minutes=round(stats["seconds"] / 60, 2), final_train_loss=stats["final_train_loss"],
+                         minutes=round(stats["seconds"] / 60, 2), cpu_minutes=round(stats["cpu_seconds"] / 60, 2),
+                         final_train_loss=stats["final_train_loss"],
                          val_loss_raw=stats["val_loss_raw"], loss_history=stats["loss_history"][::4],
                          objective="flow velocity MSE" if rt.is_flow(base) else "eps MSE",
-                         torch=torch.__version__)
+                         torch=torch.__version__, comfyui=comfyui_version())
     size = loader.save_reference_file(out, spec, ema.diffusion_model.state_dict())
     loaded, loaded_spec = loader.load_reference_model(out)
     val_ema = rt.evaluate(loaded_spec, loaded.model, loaded_spec.embedder, val)

@@ -1,5 +1,5 @@
-"""Small trained reference models of the architectures ClusCa accelerates (FLUX, HunyuanVideo, DiT), bundled
-in ``reference_models/``, and their nodes. See ``docs/reference_models.md``.
+"""Small trained reference models of the architectures ClusCa accelerates (FLUX, HunyuanVideo, DiT, Qwen-Image,
+FLUX.2, Wan 2.1), bundled in ``reference_models/``, and their nodes. See ``docs/reference_models.md``.
 
 Python API (benchmarks, tests)::
 

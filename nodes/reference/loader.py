@@ -1,10 +1,11 @@
 """Reading and writing reference model files (``reference_models/*.safetensors``).
 
 A file holds the diffusion model's weights under ``diffusion_model.``, the conditioning tables under
-``conditioning.`` (FLUX / HunyuanVideo) and the :class:`ReferenceSpec` as JSON in the safetensors metadata
+``conditioning.`` (the text models) and the :class:`ReferenceSpec` as JSON in the safetensors metadata
 (key ``clusca_reference``). The model is built from that metadata through ComfyUI's own model config
-classes (``comfy.supported_models.FluxSchnell`` / ``HunyuanVideo``, the pack's ``DiTModelConfig``), so it is
-the same ``BaseModel`` / ``ModelPatcher`` a checkpoint loader would give.
+classes (``comfy.supported_models.FluxSchnell`` / ``HunyuanVideo`` / ``QwenImage`` / ``Flux2`` / ``WAN21_T2V``,
+the pack's ``DiTModelConfig``), so it is the same ``BaseModel`` / ``ModelPatcher`` a checkpoint loader would
+give.
 """
 
 from __future__ import annotations

@@ -26,8 +26,8 @@ class ClusCaReferenceModelLoader(io.ComfyNode):
             node_id="ClusCaReferenceModelLoader",
             display_name="Load ClusCa Reference Model",
             category=CATEGORY,
-            description=("Loads a small FLUX, HunyuanVideo or DiT model trained on coloured shapes, bundled with "
-                         "ClusCa for benchmarks and example workflows. Use 'ClusCa Reference Prompt' for its "
+            description=("Loads a small FLUX, FLUX.2, Qwen-Image, HunyuanVideo, Wan or DiT model trained on coloured "
+                         "shapes, bundled with ClusCa for benchmarks and example workflows. Use 'ClusCa Reference Prompt' for its "
                          "conditioning and latent and 'ClusCa Reference Decode' to turn its latents into images."),
             inputs=[
                 io.Combo.Input("model_name", options=list_reference_models(),
@@ -63,7 +63,7 @@ class ClusCaReferencePrompt(io.ComfyNode):
                 io.String.Input("prompt", default="red circle", multiline=False,
                                 tooltip="Words from the model's vocabulary: a colour (red, green, blue, yellow, "
                                         "magenta, cyan) and a shape (circle, square, triangle, ring); the video "
-                                        "model also takes 'moving left/right/up/down'. Unknown words are refused "
+                                        "models also take 'moving left/right/up/down'. Unknown words are refused "
                                         "with the vocabulary listed."),
                 io.String.Input("negative_prompt", default="", multiline=False,
                                 tooltip="Negative prompt; empty = the unconditional input the model was trained "
