@@ -2,7 +2,7 @@
 
 ``make demo`` starts ComfyUI 0.3.75 (``.comfyui/ComfyUI/main.py`` with its pinned frontend package) on CPU,
 bound to 127.0.0.1 on a free port, with this pack installed as a custom node; queues
-``workflows/tiny_reference_model.json`` through the HTTP API, once with Apply ClusCa bypassed (and the cluster
+``workflows/tiny_reference_model.json`` through the HTTP API, once with its ClusCa node bypassed (and the cluster
 map muted) and once as shipped, alternating ``--repeats`` times; follows each prompt over the websocket; and
 prints the sampler's speed ratio, the fidelity of the ClusCa image against the uncached one (PSNR, SSIM) and
 where the images were written. The server is stopped when the demo ends, also on an error or Ctrl-C.
@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .comfy_env import REPO, comfyui_version
 from .comfy_server import ComfyClient, ComfyServer, RunRecord, ServerError
-from .workflow_api import MODE_BYPASS, MODE_NEVER, find_nodes, load_workflow, workflow_to_prompt
+from .workflow_api import CLUSCA_NODE_TYPES, MODE_BYPASS, MODE_NEVER, find_nodes, load_workflow, workflow_to_prompt
 
 DEFAULT_WORKFLOW = REPO / "workflows" / "tiny_reference_model.json"
 
@@ -39,10 +39,11 @@ def downstream(workflow: dict, start_ids) -> set:
 
 
 def variants(workflow: dict, object_info: dict) -> dict:
-    """{"uncached": prompt, "clusca": prompt}: without ClusCa = Apply ClusCa bypassed, cluster map branch muted."""
-    clusca = [n["id"] for n in find_nodes(workflow, "ApplyClusCa")]
+    """{"uncached": prompt, "clusca": prompt}: without ClusCa = its ClusCa nodes bypassed, cluster map branch
+    muted."""
+    clusca = [n["id"] for t in CLUSCA_NODE_TYPES for n in find_nodes(workflow, t)]
     if not clusca:
-        raise SystemExit("the workflow has no Apply ClusCa node")
+        raise SystemExit(f"the workflow has no ClusCa node ({', '.join(CLUSCA_NODE_TYPES)})")
     maps = downstream(workflow, [n["id"] for n in find_nodes(workflow, "ClusCaClusterMap")])
     modes = {nid: MODE_BYPASS for nid in clusca}
     modes.update({nid: MODE_NEVER for nid in maps})
@@ -128,7 +129,7 @@ def report(result: dict, workflow_path: Path) -> None:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--workflow", default=str(DEFAULT_WORKFLOW), help="UI-format workflow with Apply ClusCa")
+    ap.add_argument("--workflow", default=str(DEFAULT_WORKFLOW), help="UI-format workflow with a ClusCa node")
     ap.add_argument("--repeats", type=int, default=2, help="uncached/ClusCa pairs (best sampler time of each)")
     ap.add_argument("--out", default=str(REPO / "out" / "demo"), help="the server's base directory")
     ap.add_argument("--timeout", type=float, default=600, help="seconds per prompt")

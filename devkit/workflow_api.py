@@ -7,7 +7,10 @@ The conversion follows what the frontend's ``graphToPrompt`` does, driven by the
   the frontend creates widgets; an INT with ``control_after_generate`` (and, like the frontend, an INT named
   ``seed`` / ``noise_seed`` without an explicit ``false``) and a COMBO with it carry one extra value (the
   "control after generate" mode), which is skipped; so is the upload button's value after an
-  ``image_upload`` / ``video_upload`` / ``audio_upload`` combo in older workflows;
+  ``image_upload`` / ``video_upload`` / ``audio_upload`` combo in older workflows; an input of several types
+  with a ``widgetType`` (``io.MultiType``) is that widget; a dynamic combo (``COMFY_DYNAMICCOMBO_V3``, ComfyUI
+  0.33) is its choice followed by the widgets of the chosen option, which go to the prompt as
+  ``<combo>.<input>``; inputs marked ``hidden`` get no widget;
 - an input with a link (a widget converted to an input, or a socket) takes the link instead;
 - ``Note`` / ``MarkdownNote`` nodes are dropped; ``Reroute`` nodes are followed to their source;
   ``PrimitiveNode`` values are written into the inputs they feed;
@@ -26,6 +29,9 @@ from typing import Optional, Union
 MODE_ALWAYS, MODE_NEVER, MODE_BYPASS = 0, 2, 4
 FRONTEND_ONLY = {"Note", "MarkdownNote"}
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
+DYNAMIC_COMBO = "COMFY_DYNAMICCOMBO_V3"
+#: the pack's nodes that put ClusCa on a model (the deprecated ApplyClusCa included)
+CLUSCA_NODE_TYPES = ("ClusCa", "ClusCaAdvanced", "ApplyClusCa")
 UPLOAD_FLAGS = ("image_upload", "video_upload", "audio_upload", "animated_image_upload")
 
 
@@ -122,16 +128,59 @@ def input_specs(info: dict) -> list:
 
 
 def is_widget(typ: str, opts: dict) -> bool:
-    return typ in WIDGET_TYPES and not opts.get("forceInput")
+    if opts.get("forceInput") or opts.get("hidden"):
+        return False
+    return typ in WIDGET_TYPES or typ == DYNAMIC_COMBO or opts.get("widgetType") in WIDGET_TYPES
+
+
+def widget_kind(typ: str, opts: dict) -> str:
+    """The widget type an input gets (``FLOAT`` for a ``FLOAT,INT`` input with ``widgetType`` FLOAT)."""
+    return typ if typ in WIDGET_TYPES or typ == DYNAMIC_COMBO else opts.get("widgetType", typ)
+
+
+def option_specs(section_inputs: dict) -> list:
+    """[(name, type, options, optional)] of a dynamic combo option's inputs (required, then optional)."""
+    return input_specs({"input": section_inputs or {}})
+
+
+def dynamic_option(opts: dict, key) -> Optional[dict]:
+    """The option of a dynamic combo with this key (None when there is none)."""
+    for option in opts.get("options") or []:
+        if isinstance(option, dict) and option.get("key") == key:
+            return option
+    return None
 
 
 def has_control_widget(name: str, typ: str, opts: dict) -> bool:
+    typ = widget_kind(typ, opts)
     if typ == "INT":
         flag = opts.get("control_after_generate")
         return bool(flag) if flag is not None else name in ("seed", "noise_seed")
     if typ == "COMBO":
         return bool(opts.get("control_after_generate"))
     return False
+
+
+def _take_widgets(specs: list, values: list, i: int, out: dict, prefix: str = "", skip_upload: bool = False) -> int:
+    """Read the values of ``specs``' widgets from ``values`` starting at ``i`` into ``out``; the next index."""
+    for name, typ, opts, _ in specs:
+        if not is_widget(typ, opts):
+            continue
+        if i >= len(values):
+            break
+        value = values[i]
+        out[prefix + name] = value
+        i += 1
+        if has_control_widget(name, typ, opts):
+            i += 1
+        if typ == DYNAMIC_COMBO:
+            option = dynamic_option(opts, value)
+            if option is not None:
+                i = _take_widgets(option_specs(option.get("inputs")), values, i, out, f"{prefix}{name}.")
+        elif skip_upload and typ == "COMBO" and any(opts.get(f) for f in UPLOAD_FLAGS) and i < len(values) \
+                and values[i] in ("image", "video", "audio", None):
+            i += 1
+    return i
 
 
 def widget_values_for(node: dict, specs: list) -> dict:
@@ -142,19 +191,10 @@ def widget_values_for(node: dict, specs: list) -> dict:
     widgets = [s for s in specs if is_widget(s[1], s[2])]
     if isinstance(values, dict):
         return {name: values[name] for name, *_ in widgets if name in values}
-    expected = sum(1 + has_control_widget(n, t, o) for n, t, o, _ in widgets)
-    skip_upload = len(values) > expected
-    out, i = {}, 0
-    for name, typ, opts, _ in widgets:
-        if i >= len(values):
-            break
-        out[name] = values[i]
-        i += 1
-        if has_control_widget(name, typ, opts):
-            i += 1
-        if skip_upload and typ == "COMBO" and any(opts.get(f) for f in UPLOAD_FLAGS) and i < len(values) \
-                and values[i] in ("image", "video", "audio", None):
-            i += 1
+    counted: dict = {}
+    expected = _take_widgets(specs, list(values) + [None] * 64, 0, counted)
+    out: dict = {}
+    _take_widgets(specs, values, 0, out, skip_upload=len(values) > expected)
     return out
 
 

@@ -10,9 +10,45 @@ from __future__ import annotations
 import uuid
 from typing import Optional, Union
 
-from .workflow_api import has_control_widget, input_specs, is_widget
+from .workflow_api import (DYNAMIC_COMBO, dynamic_option, has_control_widget, input_specs, is_widget, option_specs,
+                           widget_kind)
 
 NOTE_COLOR, NOTE_BGCOLOR = "#432", "#653"
+
+
+def default_value(name: str, typ: str, opts: dict, info: Optional[dict] = None):
+    """The value the page gives a new widget: its default, else the first option / zero / empty."""
+    if "default" in opts:
+        return opts["default"]
+    kind = widget_kind(typ, opts)
+    if kind == "COMBO":
+        options = opts.get("options")
+        if options is None and info is not None:
+            entry = info["input"].get("required", {}).get(name) or info["input"].get("optional", {}).get(name)
+            options = entry[0] if entry and isinstance(entry[0], (list, tuple)) else []
+        return options[0] if options else ""
+    if kind == DYNAMIC_COMBO:
+        options = opts.get("options") or []
+        return options[0]["key"] if options else ""
+    return {"INT": 0, "FLOAT": 0.0, "STRING": "", "BOOLEAN": False}[kind]
+
+
+def widget_values(name: str, typ: str, opts: dict, value=None, info: Optional[dict] = None) -> list:
+    """The ``widgets_values`` entries of one widget input: its value, the "control after generate" mode where
+    it has one, and for a dynamic combo the values of the chosen option's widgets (their defaults)."""
+    if value is None:
+        value = default_value(name, typ, opts, info)
+    out = [value]
+    if has_control_widget(name, typ, opts):
+        out.append("fixed")
+    if typ == DYNAMIC_COMBO:
+        option = dynamic_option(opts, value)
+        if option is None:
+            raise KeyError(f"{name} has no option {value!r}")
+        for sub, sub_typ, sub_opts, _ in option_specs(option.get("inputs")):
+            if is_widget(sub_typ, sub_opts):
+                out.extend(widget_values(sub, sub_typ, sub_opts))
+    return out
 
 
 class Node:
@@ -49,20 +85,11 @@ class UIWorkflow:
         specs = input_specs(info)
         inputs, values = [], []
         for name, typ, opts, _optional in specs:
+            if opts.get("hidden"):
+                continue   # no widget and no socket on the page
             if is_widget(typ, opts):
-                if name in widgets:
-                    value = widgets.pop(name)
-                elif "default" in opts:
-                    value = opts["default"]
-                elif typ == "COMBO":
-                    options = opts.get("options") or (info["input"].get("required", {}).get(name)
-                                                      or info["input"].get("optional", {}).get(name))[0]
-                    value = options[0] if options else ""
-                else:
-                    value = {"INT": 0, "FLOAT": 0.0, "STRING": "", "BOOLEAN": False}[typ]
-                values.append(value)
-                if has_control_widget(name, typ, opts):
-                    values.append("fixed")
+                given = widgets.pop(name) if name in widgets else None
+                values.extend(widget_values(name, typ, opts, given, info))
             else:
                 inputs.append({"name": name, "type": typ, "link": None})
         if widgets:

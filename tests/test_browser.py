@@ -5,9 +5,12 @@ this pack as a custom node) is started for the module with the page frontend tha
 stopped. The tests:
 
 - HTTP/websocket: the tiny reference workflow runs; the run's stats arrive as a ``clusca.stats`` message for
-  the Apply ClusCa node; the cluster map is written with the decoded image's size; bypassed, no stats are sent;
-  the cluster map fed a model without ClusCa fails with its clear message; help pages, the extension script
-  and the workflows folder are served.
+  its ClusCa node, with the speed-up asked reached; the cluster map is written with the decoded image's size;
+  bypassed, no stats are sent; the cluster map fed a model without ClusCa fails with its clear message; a graph
+  saved with the deprecated Apply ClusCa node (``tests/data/saved_apply_clusca_graph.json``, the tiny workflow
+  as shipped before the ClusCa node) runs unchanged, with the full and cached steps its settings always gave
+  (the paper's fixed schedule, computed here with ``clusca_core.schedule.build_full_step_mask``); help pages,
+  the extension script and the workflows folder are served.
 - Browser, on every page frontend that applies to the tree (``COMFYUI=0.3.75``: its pinned 1.32.9;
   ``COMFYUI=0.33.0``: its pinned 1.49.6 and the newest published, 1.58.1, each on a server of its own) and in
   both ways those frontends render nodes (``Comfy.VueNodes.Enabled``, "Nodes 2.0": off = classic canvas
@@ -15,10 +18,11 @@ stopped. The tests:
   by Playwright, no browser download) opens the page. The page is driven through its own JS API where the
   frontends' UIs differ (``app.graph``, ``app.loadGraphData``, the command registry), and through what a user
   clicks and presses where they agree (the Run button, Ctrl+B, the template browser's cards). Classic: the
-  node library search finds "Apply ClusCa" and adds it; the template browser lists the pack's workflows under
+  node library search finds "ClusCa" and adds it; the template browser lists the pack's workflows under
   the pack's name and its card loads the tiny workflow. Both: the workflow is queued with the Run button, the
-  stats panel appears on the node (checked in the pixels of a screenshot: the panel's fill colour inside the
-  node's rectangle, and its text), bypassing the node (Ctrl+B) removes it, and a new run shows the new run's
+  stats panel appears on the ClusCa node (checked in the pixels of a screenshot: the panel's fill colour inside
+  the node's rectangle, and its text, with the speed-up asked and reached), bypassing the node (Ctrl+B) removes
+  it, and a new run shows the new run's
   stats; classic also shows the cluster map's error while the node is bypassed, and switching to Nodes 2.0
   with the panel shown brings it back on the Vue-rendered node. No console errors or warnings come from our
   extension. Screenshots go to ``out/browser/<frontend>/<classic|vue>/``.
@@ -49,6 +53,10 @@ REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "out"
 SHOTS = OUT / "browser"
 WORKFLOW_PATH = REPO / "workflows" / "tiny_reference_model.json"
+#: the tiny workflow as saved with the deprecated Apply ClusCa node (workflows/tiny_reference_model.json at d9cf440)
+SAVED_APPLY_CLUSCA_GRAPH = REPO / "tests" / "data" / "saved_apply_clusca_graph.json"
+#: the speed-up the tiny workflow's ClusCa node asks for
+TINY_SPEEDUP = 4.0
 CHROMIUM = os.environ.get("CLUSCA_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -113,7 +121,7 @@ def save_node_fed_by(workflow, node_type) -> str:
     raise AssertionError(f"no SaveImage fed by {node_type}")
 
 
-TEST_STEPS = 12   # fewer than the shipped 30, to keep the suite fast; still 3 full + cached steps
+TEST_STEPS = 12   # fewer than the shipped 30, to keep the suite fast; at 4x: 3 full + 9 cached steps
 
 
 def with_seed(workflow, seed):
@@ -137,13 +145,16 @@ def test_stats_message_and_cluster_map_after_a_run(server, object_info, workflow
     from PIL import Image
     wf = with_seed(workflow, 101)
     (rec,), client = run(server, workflow_to_prompt(wf, object_info))
-    cc = node_id(wf, "ApplyClusCa")
+    cc = node_id(wf, "ClusCa")
     assert len(rec.stats) == 1, rec.stats
     msg = rec.stats[0]
     assert msg["node"] == cc and msg["prompt_id"] == rec.prompt_id
     assert msg["sampler_node"] == node_id(wf, "KSampler")
     s = msg["summary"]
-    assert s["steps"] == s["full_steps"] + s["cached_steps"] and s["cached_steps"] > 0
+    assert s["steps"] == TEST_STEPS == s["full_steps"] + s["cached_steps"] and s["cached_steps"] > 0
+    # the speed-up asked is the one reached: steps / speed-up full steps
+    assert s["speedup_asked"] == TINY_SPEEDUP and s["full_steps"] == round(TEST_STEPS / TINY_SPEEDUP)
+    assert s["speedup_reached"] == pytest.approx(TEST_STEPS / s["full_steps"])
     assert s["estimated_flops_speedup"] > 1 and s["sampling_seconds"] > 0 and s["peak_cache_bytes"] > 0
     assert s["node_id"] == cc
     image = rec.images(save_node_fed_by(wf, "ClusCaReferenceDecode"))
@@ -155,11 +166,11 @@ def test_stats_message_and_cluster_map_after_a_run(server, object_info, workflow
         assert colours is not None and 2 <= len(colours) <= 4096
 
 
-def test_no_stats_when_apply_clusca_is_bypassed(server, object_info, workflow):
+def test_no_stats_when_clusca_is_bypassed(server, object_info, workflow):
     wf = with_seed(workflow, 102)
     cmap = find_nodes(wf, "ClusCaClusterMap")[0]["id"]
     muted = {cmap: MODE_NEVER, int(save_node_fed_by(wf, "ClusCaClusterMap")): MODE_NEVER}
-    prompt = workflow_to_prompt(wf, object_info, modes={int(node_id(wf, "ApplyClusCa")): MODE_BYPASS, **muted})
+    prompt = workflow_to_prompt(wf, object_info, modes={int(node_id(wf, "ClusCa")): MODE_BYPASS, **muted})
     (rec,), _ = run(server, prompt)
     assert rec.stats == []
     assert rec.images(save_node_fed_by(wf, "ClusCaReferenceDecode"))
@@ -174,6 +185,47 @@ def test_cluster_map_without_clusca_fails_clearly(server, object_info, workflow)
         run(server, prompt)
 
 
+def legacy_full_step_mask(inputs: dict, steps: int, apply_clusca_info: dict, reference_settings: dict) -> list:
+    """The schedule Apply ClusCa has always run for these inputs: the paper's fixed schedule with its interval and
+    warm-up, replaced by the family's reference settings when the five schedule inputs are all left at their
+    defaults (web/docs/ApplyClusCa.md)."""
+    from clusca_core.schedule import build_full_step_mask
+    assert inputs.get("preset", "custom") == "custom" and not inputs.get("target_speedup") \
+        and not inputs.get("adaptive_threshold"), "this fixture holds the fixed schedule"
+    assert (inputs["start_percent"], inputs["end_percent"]) == (0.0, 1.0), "this fixture caches the whole schedule"
+    spec = apply_clusca_info["input"]["required"]
+    fields = ("fresh_interval", "warmup_steps", "taylor_order", "clusters", "propagation_ratio")
+    settings = {k: inputs[k] for k in fields}
+    if reference_settings and all(inputs[k] == spec[k][1]["default"] for k in fields):
+        settings.update(reference_settings)
+    return build_full_step_mask(steps, settings["warmup_steps"], settings["fresh_interval"])
+
+
+def test_a_graph_saved_with_apply_clusca_runs_with_its_old_schedule(server, object_info):
+    """Issue 13: a graph saved with today's Apply ClusCa loads and runs unchanged: its node's stats arrive with
+    the full and cached steps its settings always gave, and the image is written."""
+    from devkit.comfy_env import pack_module
+    saved = load_workflow(SAVED_APPLY_CLUSCA_GRAPH)
+    (node,) = find_nodes(saved, "ApplyClusCa")
+    assert not find_nodes(saved, "ClusCa") and object_info["ApplyClusCa"].get("deprecated")
+    prompt = workflow_to_prompt(saved, object_info)    # as saved: its seed, its 30 steps
+    (rec,), client = run(server, prompt)
+    cc = str(node["id"])
+    assert [m["node"] for m in rec.stats] == [cc], rec.stats
+    s = rec.stats[0]["summary"]
+    assert "speedup_asked" not in s                   # the fixed schedule, not the speed-up controller
+    family = next(f for f in pack_module("nodes.families").FAMILIES if f.name == s["family"])
+    steps = prompt[node_id(saved, "KSampler")]["inputs"]["steps"]
+    expected = legacy_full_step_mask(prompt[cc]["inputs"], steps, object_info["ApplyClusCa"],
+                                     dict(family.reference_settings))
+    assert s["steps"] == steps == 30
+    assert s["full_step_indices"] == [i for i, full in enumerate(expected) if full]
+    assert (s["full_steps"], s["cached_steps"]) == (sum(expected), steps - sum(expected)) == (8, 22)
+    image = rec.images(save_node_fed_by(saved, "ClusCaReferenceDecode"))
+    assert len(image) == 1 and client.image_path(image[0]).stat().st_size > 0
+    assert len(rec.images(save_node_fed_by(saved, "ClusCaClusterMap"))) == 1
+
+
 def test_pack_assets_are_served(server):
     js = server.get_bytes(f"/extensions/{PACK_NAME}/js/clusca_stats.js").decode()
     assert "clusca.stats" in js
@@ -181,7 +233,7 @@ def test_pack_assets_are_served(server):
         if name.startswith("ClusCa") or name == "ApplyClusCa":
             page = server.get_bytes(f"/extensions/{PACK_NAME}/docs/{name}.md").decode()
             assert page.startswith("# "), name
-    assert "tiny_reference_model" in server.get_json("/workflow_templates")[PACK_NAME]
+    assert set(WORKFLOW_NAMES) <= set(server.get_json("/workflow_templates")[PACK_NAME])
     served = json.loads(server.get_bytes(f"/api/workflow_templates/{PACK_NAME}/tiny_reference_model.json"))
     assert served["nodes"] == load_workflow(WORKFLOW_PATH)["nodes"]
 
@@ -309,9 +361,10 @@ def inside(inner: dict, outer: dict, slack: float = 2.0) -> bool:
             and inner["y"] + inner["height"] <= outer["y"] + outer["height"] + slack)
 
 
-def wait_for_stats_shown(page, nid: int, kind: str, not_prompt=None) -> dict:
+def wait_for_stats_shown(page, nid: int, kind: str, not_prompt=None, speedup=TINY_SPEEDUP) -> dict:
     """Wait until the node's panel shows the stats of the latest run (a prompt other than ``not_prompt``) and
-    check that a user sees it: the panel's colour and text inside the node's rectangle on the page."""
+    check that a user sees it: the panel's colour and text inside the node's rectangle on the page, with the
+    speed-up asked (``speedup``) and the one the run reached."""
     page.wait_for_function("""([id, kind, old]) => {
         const n = window.ClusCaStats.shown().find(n => n.id === String(id));
         return n && n.stats && n.stats.prompt_id !== old && n.kind === kind && n.drawnPromptId === n.stats.prompt_id;
@@ -322,6 +375,8 @@ def wait_for_stats_shown(page, nid: int, kind: str, not_prompt=None) -> dict:
     summary = shown["stats"]["summary"]
     assert f"{summary['full_steps']} full + {summary['cached_steps']} cached of {summary['steps']} steps" in text
     assert "tokens per cached step" in text and "est. speed-up" in text and "sampling" in text and "cache" in text
+    assert summary["speedup_asked"] == speedup
+    assert f"speed-up asked {speedup:.2f}x, reached {summary['speedup_reached']:.2f}x" in shown["drawn"], text
     panel, node = panel_screen_box(page, nid), node_screen_box(page, nid)
     assert panel["width"] > 100 and panel["height"] >= 4 * 16, panel
     assert inside(panel, node), (panel, node)          # on the node, which grew to hold it
@@ -347,16 +402,29 @@ def toggle_bypass(page, nid: int):
 
 
 def find_node_in_library(page):
-    """Classic: the node library's search finds Apply ClusCa under the pack's category, and it adds the node."""
-    before = count_nodes(page, "ApplyClusCa")
+    """Classic: the node library's search finds the ClusCa node under the pack's category, and it adds the node.
+    The category folder is called "ClusCa" too: the entry that adds the node is the one a double click adds."""
+    before = count_nodes(page, "ClusCa")
     page.get_by_text("Nodes", exact=True).first.click()
-    page.get_by_placeholder(re.compile(r"^Search")).first.fill("Apply ClusCa")   # "Search Nodes", "Search..."
-    item = page.get_by_text("Apply ClusCa", exact=True).first
-    item.wait_for(state="visible", timeout=20_000)
+    page.get_by_placeholder(re.compile(r"^Search")).first.fill("ClusCa")   # "Search Nodes", "Search..."
+    items = page.get_by_text("ClusCa", exact=True)
+    items.first.wait_for(state="visible", timeout=20_000)
+    page.get_by_text("ClusCa (Advanced)", exact=True).first.wait_for(state="visible", timeout=20_000)
     page.screenshot(path=str(page.shots / "1_node_library.png"))
-    item.dblclick()   # 1.32.9 adds on a click, later frontends on a double click
-    page.wait_for_function(f"n => {APP}.graph._nodes.filter(x => x.type === 'ApplyClusCa').length > n", arg=before,
-                           timeout=20_000)
+    added = False
+    for i in reversed(range(items.count())):   # the node's entry comes after its category's
+        item = items.nth(i)
+        if not item.is_visible():
+            continue
+        item.dblclick()   # 1.32.9 adds on a click, later frontends on a double click
+        try:
+            page.wait_for_function(f"n => {APP}.graph._nodes.filter(x => x.type === 'ClusCa').length > n",
+                                   arg=before, timeout=5_000)
+            added = True
+            break
+        except Exception:   # playwright's TimeoutError: that entry was the category
+            continue
+    assert added, "no entry of the node library's search added the ClusCa node"
     page.get_by_text("Nodes", exact=True).first.click()   # close the library
 
 
@@ -385,7 +453,7 @@ def test_browser_workflow_run_and_stats_panel(browser_page, rendering):
     assert page.evaluate(f"k => {APP}.extensionManager.setting.get(k)", VUE_SETTING) is vue
     assert page.evaluate("() => window.ClusCaStats.vueNodesMode()") is vue
     wf = load_workflow(WORKFLOW_PATH)
-    cc = int(node_id(wf, "ApplyClusCa"))
+    cc = int(node_id(wf, "ClusCa"))
     ks = int(node_id(wf, "KSampler"))
     save = int(save_node_fed_by(wf, "ClusCaReferenceDecode"))
 
@@ -399,11 +467,11 @@ def test_browser_workflow_run_and_stats_panel(browser_page, rendering):
             await {APP}.loadGraphData(await r.json());
         }}""")
         page.locator(f'[data-node-id="{cc}"]').first.wait_for(state="visible", timeout=30_000)
-    assert count_nodes(page, "ApplyClusCa") == 1
+    assert count_nodes(page, "ClusCa") == 1
     command(page, "Comfy.Canvas.FitView")
     time.sleep(0.3)
     page.screenshot(path=str(page.shots / "3_workflow_loaded.png"))
-    # full size on the Apply ClusCa node (zoomed out, Vue nodes are drawn as placeholders without widgets)
+    # full size on the ClusCa node (zoomed out, Vue nodes are drawn as placeholders without widgets)
     page.evaluate(f"""id => {{ const app = {APP}; const n = app.graph.getNodeById(id); const ds = app.canvas.ds;
                          ds.scale = 1; ds.offset[0] = 320 - n.pos[0]; ds.offset[1] = 110 - n.pos[1];
                          app.canvas.setDirty(true, true); }}""", cc)
@@ -418,7 +486,7 @@ def test_browser_workflow_run_and_stats_panel(browser_page, rendering):
                                    || (app.nodeOutputs?.[String(id)]?.images?.length ?? 0) > 0; }}""",
                            arg=save, timeout=60_000)
     page.screenshot(path=str(page.shots / "4_after_run.png"))
-    page.screenshot(path=str(page.shots / "5_apply_clusca_node.png"), clip=node_screen_box(page, cc))
+    page.screenshot(path=str(page.shots / "5_clusca_node.png"), clip=node_screen_box(page, cc))
 
     # 3. bypassing the node (Ctrl+B) removes its panel
     toggle_bypass(page, cc)

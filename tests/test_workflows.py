@@ -5,7 +5,9 @@ class's input order) and checked by ComfyUI's own ``execution.validate_prompt``:
 type mismatches and out-of-range values all fail. Model files cannot exist in CI, so the model names a
 workflow declares on its loaders (``properties.models``, which the page also uses for its missing-models
 dialog) are created as empty placeholder files in a temporary models folder registered with ``folder_paths``;
-a separate test checks that without them, the *only* errors are those model-file combos.
+a separate test checks that without them, the *only* errors are those model-file combos. A workflow whose core
+nodes a tree does not have (LTX-2's on 0.3.75) is skipped there, with the nodes named, when that tree is older
+than the one it is generated on (``devkit.make_workflows.SPECS``); anywhere else a missing node fails.
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from devkit.workflow_api import (MODE_BYPASS, MODE_NEVER, WorkflowError, find_nodes, load_all_nodes,
-                                 load_workflow, object_info_in_process, workflow_to_prompt)
+from devkit.comfy_env import comfyui_version
+from devkit.make_workflows import SPECS
+from devkit.workflow_api import (DYNAMIC_COMBO, FRONTEND_ONLY, MODE_BYPASS, MODE_NEVER, WorkflowError, find_nodes,
+                                 load_all_nodes, load_workflow, object_info_in_process, workflow_to_prompt)
 
 load_all_nodes()
 import execution  # noqa: E402  (ComfyUI's, after bootstrap)
@@ -28,8 +32,31 @@ REPO = Path(__file__).resolve().parents[1]
 WORKFLOW_DIR = REPO / "workflows"
 WORKFLOW_FILES = sorted(WORKFLOW_DIR.glob("*.json"))
 EXPECTED = {"flux_dev_text_to_image", "flux_kontext_edit", "dit_xl2_class_to_image", "hunyuan_video_text_to_video",
-            "tiny_reference_model"}
+            "tiny_reference_model", "qwen_image_text_to_image", "qwen_image_edit_2509", "flux2_klein_text_to_image",
+            "z_image_turbo_text_to_image", "wan22_ti2v_5b_text_to_video", "wan22_14b_image_to_video",
+            "ltx2_text_to_video"}
 MAX_THUMBNAIL_BYTES = 100 * 1024
+#: the nodes that take the sampled model (samplers and guiders)
+SAMPLING_NODES = {"KSampler", "KSamplerAdvanced", "SamplerCustom", "CFGGuider", "BasicGuider", "DualCFGGuider"}
+#: workflows without a cluster map, and why
+WITHOUT_CLUSTER_MAP = {"ltx2_text_to_video": "ClusCa runs LTX-2's audio-video transformer unchanged: no clusters to show"}
+
+
+def version(v: str) -> tuple:
+    return tuple(int(x) for x in v.split(".") if x.isdigit())
+
+
+def skip_where_the_tree_lacks_core_nodes(path, workflow, object_info):
+    """Skip a workflow whose node types this tree does not have, when it is older than the tree the workflow is
+    generated on; fail anywhere else (a misspelt or removed node)."""
+    missing = sorted({n["type"] for n in workflow["nodes"]
+                      if n["type"] not in object_info and n["type"] not in FRONTEND_ONLY})
+    if not missing:
+        return
+    needs = SPECS[path.stem].comfyui
+    assert version(comfyui_version()) < version(needs), \
+        f"{path.name}: node types {missing} are missing on ComfyUI {comfyui_version()} (generated on {needs})"
+    pytest.skip(f"{path.stem} needs ComfyUI {needs}: core nodes {', '.join(missing)} are not in {comfyui_version()}")
 
 
 @pytest.fixture(scope="module")
@@ -86,28 +113,44 @@ def test_every_expected_workflow_is_shipped_with_a_small_thumbnail():
             assert im.size[0] >= 128 and im.size[1] >= 96
 
 
+def test_every_shipped_workflow_has_a_generator_entry():
+    """Every file in workflows/ is written by devkit.make_workflows (and so checked by its --check)."""
+    assert {p.stem for p in WORKFLOW_FILES} == set(SPECS)
+
+
 @pytest.mark.parametrize("path", WORKFLOW_FILES, ids=[p.stem for p in WORKFLOW_FILES])
 def test_workflow_passes_comfyui_validation(path, object_info, placeholder_models):
     workflow = load_workflow(path)
+    skip_where_the_tree_lacks_core_nodes(path, workflow, object_info)
     prompt = workflow_to_prompt(workflow, object_info)
     ok, error, outputs, node_errors = validate(prompt)
     assert ok and not node_errors, describe(error, node_errors)
     # every output node of the workflow is a validated output of the prompt
     output_nodes = {str(n["id"]) for n in workflow["nodes"] if object_info.get(n["type"], {}).get("output_node")}
     assert output_nodes and output_nodes == set(outputs)
-    # ClusCa is in place, between the model and the sampler, with a cluster map after the sampler
+    # the new ClusCa node is in place, between the model and every sampler / guider, and (where the model has
+    # clusters) a cluster map after the sampler, fed a ClusCa model
     types = {v["class_type"] for v in prompt.values()}
-    assert {"ApplyClusCa", "ClusCaClusterMap"} <= types
-    for nid, node in prompt.items():
-        if node["class_type"] == "KSampler":
-            assert prompt[node["inputs"]["model"][0]]["class_type"] == "ApplyClusCa"
+    assert "ClusCa" in types and "ApplyClusCa" not in types
+    samplers = [node for node in prompt.values() if node["class_type"] in SAMPLING_NODES]
+    assert samplers
+    for node in samplers:
+        assert prompt[node["inputs"]["model"][0]]["class_type"] == "ClusCa", node
+    maps = [node for node in prompt.values() if node["class_type"] == "ClusCaClusterMap"]
+    assert bool(maps) == (path.stem not in WITHOUT_CLUSTER_MAP)
+    for node in maps:
+        assert prompt[node["inputs"]["model"][0]]["class_type"] == "ClusCa"
 
 
 @pytest.mark.parametrize("path", WORKFLOW_FILES, ids=[p.stem for p in WORKFLOW_FILES])
 def test_workflow_model_files_are_declared_and_named_in_its_note(path, object_info):
     """Without the model files, only the declared model-file combos are refused; each is named in a Note."""
     workflow = load_workflow(path)
+    skip_where_the_tree_lacks_core_nodes(path, workflow, object_info)
     declared = {m["name"] for m in declared_models(workflow)}
+    assert declared or path.stem == "tiny_reference_model", "the loaders declare no model files"   # tiny: bundled
+    for m in declared_models(workflow):
+        assert m["url"].startswith("https://") and m["url"].endswith("/" + m["name"]), m
     notes = "\n".join(str(v) for n in find_nodes(workflow, "Note") for v in n.get("widgets_values") or [])
     for name in declared:
         assert name in notes, f"{name} is not named in the workflow's Note"
@@ -136,8 +179,9 @@ def test_widget_values_follow_the_input_order_and_skip_control_values(flux_workf
     ks = prompt[str(node_of(flux_workflow, "KSampler")["id"])]["inputs"]
     assert (ks["seed"], ks["steps"], ks["cfg"], ks["sampler_name"], ks["scheduler"], ks["denoise"]) == \
         (42, 50, 1.0, "euler", "simple", 1.0)
-    cc = prompt[str(node_of(flux_workflow, "ApplyClusCa")["id"])]["inputs"]
-    assert cc["fresh_interval"] == 5 and cc["seed"] == 0 and isinstance(cc["model"], list)
+    cc = prompt[str(node_of(flux_workflow, "ClusCa")["id"])]["inputs"]
+    assert (cc["speedup"], cc["start_percent"], cc["end_percent"]) == (4.0, 0.0, 1.0)
+    assert isinstance(cc["model"], list)
 
 
 def test_unknown_node_type_is_refused(flux_workflow, object_info):
@@ -156,13 +200,13 @@ def test_link_to_a_missing_node_is_refused(flux_workflow, object_info):
 def test_validation_catches_out_of_range_values_and_type_mismatches(flux_workflow, object_info, placeholder_models):
     bad = copy.deepcopy(flux_workflow)
     node_of(bad, "KSampler")["widgets_values"][2] = 0             # steps below 1
-    node_of(bad, "ApplyClusCa")["widgets_values"][4] = 2.0        # propagation_ratio above 1
+    node_of(bad, "ClusCa")["widgets_values"][1] = 1.5             # start_percent above 1
     ok, _, _, node_errors = validate(workflow_to_prompt(bad, object_info))
     reasons = [(r["type"], r["details"]) for e in node_errors.values() for r in e["errors"]]
     assert not ok
     assert ("value_smaller_than_min", "steps") in [(t, d.split(":")[0]) for t, d in reasons]
-    # Apply ClusCa checks its own inputs (validate_inputs), which replaces ComfyUI's range check
-    assert any(t == "custom_validation_failed" and "propagation_ratio" in d for t, d in reasons)
+    # ClusCa checks its own inputs (validate_inputs), which replaces ComfyUI's range check
+    assert any(t == "custom_validation_failed" and "start_percent" in d for t, d in reasons)
     mismatched = copy.deepcopy(flux_workflow)
     ks = node_of(mismatched, "KSampler")
     vae = node_of(mismatched, "VAELoader")
@@ -173,7 +217,7 @@ def test_validation_catches_out_of_range_values_and_type_mismatches(flux_workflo
 
 
 def test_bypass_bridges_by_type_and_mute_drops(flux_workflow, object_info):
-    cc = node_of(flux_workflow, "ApplyClusCa")
+    cc = node_of(flux_workflow, "ClusCa")
     unet = node_of(flux_workflow, "UNETLoader")
     cmap = node_of(flux_workflow, "ClusCaClusterMap")
     prompt = workflow_to_prompt(flux_workflow, object_info, modes={cc["id"]: MODE_BYPASS, cmap["id"]: MODE_NEVER})
@@ -204,3 +248,47 @@ def test_reroute_and_primitive_nodes(flux_workflow, object_info):
     assert prompt[str(decode["id"])]["inputs"]["samples"] == [str(ks["id"]), 0]
     assert prompt[str(ks["id"])]["inputs"]["steps"] == 12
     assert "50" not in prompt and "51" not in prompt
+
+
+# -- what the new workflows must do ---------------------------------------------------------------------
+
+def test_wan22_experts_each_get_a_clusca_node_and_half_of_one_schedule(object_info, placeholder_models):
+    """Wan 2.2 14B: each expert model through its own ClusCa node into a KSampler Advanced; the high-noise expert
+    samples the first half of the schedule and hands its leftover noise to the low-noise expert (ComfyUI's
+    template)."""
+    workflow = load_workflow(WORKFLOW_DIR / "wan22_14b_image_to_video.json")
+    prompt = workflow_to_prompt(workflow, object_info)
+    samplers = sorted((n for n in prompt.values() if n["class_type"] == "KSamplerAdvanced"),
+                      key=lambda n: n["inputs"]["start_at_step"])
+    assert len(samplers) == 2
+    high, low = (s["inputs"] for s in samplers)
+    loaders = []
+    for s in (high, low):
+        cc = prompt[s["model"][0]]
+        assert cc["class_type"] == "ClusCa"
+        shift = prompt[cc["inputs"]["model"][0]]
+        assert shift["class_type"] == "ModelSamplingSD3"
+        loaders.append(prompt[shift["inputs"]["model"][0]]["inputs"]["unet_name"])
+    assert ["high_noise" in loaders[0], "low_noise" in loaders[1]] == [True, True]
+    assert high["steps"] == low["steps"] and high["end_at_step"] == low["start_at_step"] == high["steps"] // 2
+    assert (high["add_noise"], high["return_with_leftover_noise"]) == ("enable", "enable")
+    assert (low["add_noise"], low["return_with_leftover_noise"]) == ("disable", "disable")
+    assert low["latent_image"][0] == next(k for k, v in prompt.items() if v["inputs"] is high)
+    assert low["end_at_step"] >= low["steps"]
+    ok, error, _, node_errors = validate(prompt)
+    assert ok, describe(error, node_errors)
+
+
+def test_dynamic_combo_and_multitype_widgets_reach_the_prompt(object_info):
+    """Widget values of SaveVideo (a dynamic combo with a nested codec on 0.33) and of an input of several
+    types with a widget (LTX-2's frame_rate) go to the inputs they belong to."""
+    hunyuan = load_workflow(WORKFLOW_DIR / "hunyuan_video_text_to_video.json")
+    prompt = workflow_to_prompt(hunyuan, object_info)
+    save = next(n["inputs"] for n in prompt.values() if n["class_type"] == "SaveVideo")
+    assert save["filename_prefix"] == "ClusCa/hunyuan_video" and save["format"] == "auto"
+    dynamic = object_info["SaveVideo"]["input"]["required"]["format"][0] == DYNAMIC_COMBO
+    assert save["format.codec" if dynamic else "codec"] == "auto"
+    if "LTXVEmptyLatentAudio" in object_info:
+        ltx = workflow_to_prompt(load_workflow(WORKFLOW_DIR / "ltx2_text_to_video.json"), object_info)
+        audio = next(n["inputs"] for n in ltx.values() if n["class_type"] == "LTXVEmptyLatentAudio")
+        assert (audio["frames_number"], audio["frame_rate"], audio["batch_size"]) == (97, 24.0, 1)

@@ -8,7 +8,8 @@
 import { app } from "../../../scripts/app.js";
 import { api } from "../../../scripts/api.js";
 
-const NODE_TYPE = "ApplyClusCa";
+// the ClusCa nodes that show the panel: the basic and advanced nodes, and the deprecated Apply ClusCa
+const NODE_TYPES = new Set(["ClusCa", "ClusCaAdvanced", "ApplyClusCa"]);
 const EVENT = "clusca.stats";
 const WIDGET = "clusca_stats";
 const MODE_ALWAYS = 0;
@@ -41,6 +42,10 @@ export function statsLines(s) {
   const lines = [];
   const family = s.family ? `${s.family}: ` : "";
   lines.push({ text: `${family}${s.full_steps} full + ${s.cached_steps} cached of ${s.steps} steps` });
+  // the speed-up controller: what was asked for and what the run reached (steps / full steps)
+  if (typeof s.speedup_asked === "number") {
+    lines.push({ text: `speed-up asked ${formatTimes(s.speedup_asked)}, reached ${formatTimes(s.speedup_reached)}` });
+  }
   // --- generic block forecast (nodes/adapters/generic.py): models without a family description ---
   if (s.method && s.method !== "ClusCa") lines.push({ text: `method: ${s.method} (no clusters)`, color: "#c0c060" });
   // --- end generic block forecast ---
@@ -84,11 +89,11 @@ function findNode(id) {
   return found ?? node ?? null;
 }
 
-// every Apply ClusCa node with its execution id (a path for nodes inside subgraphs)
+// every ClusCa node with its execution id (a path for nodes inside subgraphs)
 function allClusCaNodes(graph = app.graph, prefix = "", out = []) {
   for (const node of graph?._nodes ?? graph?.nodes ?? []) {
     const execId = `${prefix}${node.id}`;
-    if (node.comfyClass === NODE_TYPE || node.type === NODE_TYPE) out.push({ node, execId });
+    if (NODE_TYPES.has(node.comfyClass) || NODE_TYPES.has(node.type)) out.push({ node, execId });
     if (node.subgraph) allClusCaNodes(node.subgraph, `${execId}:`, out);
   }
   return out;
