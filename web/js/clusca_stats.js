@@ -193,6 +193,11 @@ function makeDomWidget(node) {
   element.className = "clusca-stats-panel";
   Object.assign(element.style, {
     boxSizing: "border-box",
+    // never wider than the node (long lines end in an ellipsis): the text does not size the panel, so a node
+    // keeps its width (Nodes 2.0 in frontend 1.32 would otherwise grow the widget row past the node's edge)
+    width: "100%",
+    maxWidth: "100%",
+    contain: "inline-size",
     margin: "4px 0",
     padding: `${PADDING}px`,
     background: PANEL_FILL,
