@@ -30,7 +30,8 @@ compat = pack_module("nodes.compat")
 
 MODELS = reference.list_reference_models()
 FAMILIES = {"flux_shapes.safetensors": "flux", "hunyuan_video_shapes.safetensors": "hunyuan_video",
-            "dit_shapes.safetensors": "dit", "qwen_image_shapes.safetensors": "qwen_image"}
+            "dit_shapes.safetensors": "dit", "qwen_image_shapes.safetensors": "qwen_image",
+            "wan_shapes.safetensors": "wan"}
 #: a shape every model knows, to compare colours with
 PROMPTS = {"flux": "{} circle", "hunyuan_video": "{} circle moving right", "dit": "{} circle",
            "qwen_image": "{} circle", "flux2": "{} circle", "wan": "{} circle moving right"}
