@@ -269,6 +269,9 @@ def markdown(data: dict) -> str:
                              f"{fmt_bytes(r['peak_cache_bytes'])} |")
             lines.append("")
         lines += ["![fidelity vs speed-up](images/benchmark_fidelity.png)", ""]
+    if data.get("controller"):
+        from .controller import markdown as controller_markdown
+        lines += controller_markdown(data["controller"])
     lines += preset_table(data.get("presets") or [], commands.get("presets", "?"))
     spd = data.get("speed") or []
     if spd:

@@ -17,7 +17,7 @@ Nothing in this package imports ComfyUI; it is unit-tested on synthetic tensors.
 """
 
 from .config import ClusCaConfig
-from .schedule import FixedSchedule, Schedule, SpeedupSchedule, StepLocator, ThresholdSchedule, build_full_step_mask
+from .schedule import ErrorPrior, FixedSchedule, Schedule, SpeedupSchedule, StepLocator, ThresholdSchedule, build_full_step_mask
 from .taylor import TaylorCache
 from .kmeans import kmeans
 from .selection import select_representatives
@@ -31,6 +31,7 @@ __all__ = [
     "FixedSchedule",
     "ThresholdSchedule",
     "SpeedupSchedule",
+    "ErrorPrior",
     "TaylorCache",
     "kmeans",
     "select_representatives",

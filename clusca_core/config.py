@@ -15,7 +15,7 @@ MEMORY_MODES = ("full", "lite")
 #: clusca        the paper's refresh: representatives' fresh MLP outputs blended into their clusters' cache
 #: clusca-error  error propagation: each representative's forecast error corrects its whole cluster
 #: taylorseer    Taylor forecast only (no clusters); fora: plain reuse (order 0, no clusters)
-MODES = ("clusca", "clusca-error", "taylorseer", "fora")
+MODES = ("clusca", "clusca-error", "taylorseer", "fora", "probe")
 REFRESH_SCOPES = ("double", "all")
 #: named settings per model family (the adapters hold the values); "custom" = the inputs as given
 PRESETS = ("custom", "quality", "balanced", "fast")
@@ -173,9 +173,12 @@ class ClusCaConfig:
 
     @property
     def refresh_rule(self) -> str:
-        """"blend" (the paper), "error" (error propagation) or "none" (no spatial refresh)."""
+        """"blend" (the paper), "error" (error propagation), "probe" (the representatives only measure the
+        forecast error: the output and the cache are TaylorSeer's) or "none" (no representatives)."""
         if self.clusters <= 0 or self.mode in ("taylorseer", "fora"):
             return "none"
+        if self.mode == "probe":
+            return "probe"
         return "error" if self.mode == "clusca-error" else "blend"
 
     @property

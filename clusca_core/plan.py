@@ -201,6 +201,8 @@ class CallPlan:
                 diff = (fresh.float() - predicted.float()).reshape(len(self.slots), -1)
                 ref = fresh.float().reshape(len(self.slots), -1)
                 self.probe_errors.append((diff.norm(dim=1) / ref.norm(dim=1).clamp_min(1e-12)).detach())
+        if rule == "probe":
+            return self.add_forecast(x, gate, key, inplace)
         if rule == "blend":
             gamma = cfg.propagation_ratio if gamma is None else gamma
             for i, (slot, a, idx) in enumerate(zip(self.slots, assignments, picks)):

@@ -20,7 +20,8 @@ import torch
 
 from .config import ClusCaConfig
 from .plan import CallPlan
-from .schedule import FixedSchedule, Schedule, SpeedupSchedule, StepLocator, ThresholdSchedule, build_full_step_mask
+from .schedule import (ErrorPrior, FixedSchedule, Schedule, SpeedupSchedule, StepLocator, ThresholdSchedule,
+                       build_full_step_mask)
 from .slots import SlotCache
 
 log = logging.getLogger("ClusCa")
@@ -43,16 +44,21 @@ class RunStats:
     probe_errors: list = field(default_factory=list)  # (step, position, mean relative error) per cached call
 
 
-def make_schedule(config: ClusCaConfig, num_steps: int, window: Sequence[bool], continuation: bool = False) -> Schedule:
+def make_schedule(config: ClusCaConfig, num_steps: int, window: Sequence[bool], continuation: bool = False,
+                  prior: Optional[ErrorPrior] = None, final: bool = True) -> Schedule:
     """The schedule the settings ask for. A run that continues another one's schedule (its first sigma
     below the model's largest, e.g. the second expert of a two-model workflow) has a warm-up of one step:
-    the structure is already there."""
+    the structure is already there; the family's error profile (``prior``, over a whole run) does not apply
+    to it. ``final``: the run's last step gives the output (its last sigma is 0); the speed-up controller runs
+    it in full where the family's profile says so."""
     warmup = min(config.warmup_steps, 1) if continuation else config.warmup_steps
     forced = build_full_step_mask(num_steps, warmup, 10 ** 9, window)
     if not config.adaptive:
         return FixedSchedule(forced, warmup, config.fresh_interval, window)
     if config.target_speedup > 0:
-        return SpeedupSchedule(forced, config.target_speedup)
+        prior = None if continuation else prior
+        return SpeedupSchedule(forced, config.target_speedup, prior,
+                               final_full=final and prior is not None and prior.final_full)
     return ThresholdSchedule(forced, config.error_threshold, config.interval_ceiling)
 
 
@@ -61,7 +67,8 @@ class RunState:
 
     def __init__(self, config: ClusCaConfig, sample_sigmas, start_sigma: float = float("inf"),
                  end_sigma: float = 0.0, cache_dtype: Optional[torch.dtype] = None, family: str = "model",
-                 cache_device: Optional[torch.device] = None, continuation: bool = False):
+                 cache_device: Optional[torch.device] = None, continuation: bool = False,
+                 error_prior: Optional[ErrorPrior] = None):
         self.config = config
         self.family = family
         #: dtype and device of the cached factors (None: those of the recorded values)
@@ -69,7 +76,8 @@ class RunState:
         self.cache_device = cache_device
         self.locator = StepLocator(sample_sigmas)
         window = self.locator.window_mask(start_sigma, end_sigma)
-        self.schedule = make_schedule(config, self.num_steps, window, continuation)
+        self.schedule = make_schedule(config, self.num_steps, window, continuation, error_prior,
+                                      final=self.locator.sigmas[-1] == 0.0)
         self.slots: dict[Hashable, SlotCache] = {}
         self.stats = RunStats()
         self._decisions: dict[int, bool] = {}

@@ -10,6 +10,7 @@ that takes a speed-up: it spends ``steps / speed-up`` full steps where the measu
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import torch
@@ -201,32 +202,68 @@ class ThresholdSchedule(Schedule):
                 f"{self.ceiling - 1} cached steps in a row)")
 
 
+@dataclass(frozen=True)
+class ErrorPrior:
+    """What a model family's forecast error looks like over a run, measured on its reference model
+    (``python -m benchmarks.controller --part profile``): ``profile`` = the mean error one step after a full
+    step over equal parts of the run (the shape matters, not the level: the controller scales it to the errors
+    it measures), ``growth`` = how much more the error is two steps after a full step than one (relative)."""
+    profile: tuple
+    growth: float
+    #: where it was measured (for the run's description)
+    source: str = ""
+    #: the run's last step runs in full (when it gives the output and the budget allows): measured per family
+    final_full: bool = False
+
+    def per_step(self, num_steps: int) -> list:
+        """The profile at each step: linear between the centres of its parts, flat beyond them."""
+        n = len(self.profile)
+        out = []
+        for i in range(num_steps):
+            x = (i + 0.5) / max(num_steps, 1) * n - 0.5
+            lo = min(max(int(math.floor(x)), 0), n - 1)
+            hi = min(lo + 1, n - 1)
+            f = min(max(x - lo, 0.0), 1.0)
+            out.append(self.profile[lo] * (1 - f) + self.profile[hi] * f)
+        return out
+
+
 class SpeedupSchedule(Schedule):
     """The speed-up controller: the run spends ``round(steps / speedup)`` full steps (forced ones included)
     and the forecast error measured at the representatives decides where they go.
 
-    It runs the error-adaptive rule (a cached step whose error exceeds a threshold makes the next step
-    full) with the threshold solved, at every step, so that the rule would spend exactly the full steps left
-    on the steps left. That needs the errors of steps not seen yet: the error of a cached step ``d`` steps
-    after a full one is modelled as ``rate(t) * d``; the rates seen so far are fitted with a log-linear trend
-    in the step index (recent steps weigh more) and extrapolated, within bounds, to the end of the run. An
-    error that keeps rising (e.g. video models late in the schedule) thus saves full steps for later; one
-    that falls (FLUX early) spends them early. The budget is kept exactly: steps are forced full when the
-    full steps left equal the steps left, and none are taken once it is spent.
+    It runs the error-adaptive rule (a cached step whose error exceeds a threshold makes the next step full,
+    at least one cached step after each full one) with the threshold solved at every step so that the rule,
+    simulated over the rest of the run, spends exactly the full steps left. The simulation needs the errors
+    of the steps to come: a cached step ``d`` steps after a full one is expected to err by
+    ``scale * prior[t] * (1 + growth * (d - 1))``. ``prior`` is the model family's error profile over the run
+    (:class:`ErrorPrior`, measured on its reference model; flat when the family has none) and ``scale`` follows
+    the errors this run actually measures (recent ones weigh more). With ``final_full`` (a run whose last step
+    gives the output, its last sigma 0) the last step is full: an error there reaches the output unattenuated,
+    and measured on the reference models, schedules that end with a full step are far closer to the uncached
+    output at the same budget. The budget is kept exactly: when the full steps left equal the steps
+    left, those steps are full; once it is spent, none is.
     """
 
     needs_probe = True
-    #: weight half-life, in steps, of past rates in the trend fit
+    #: weight half-life, in steps, of past errors in the scale estimate
     HALF_LIFE = 8.0
-    #: the extrapolated rate at the end of the run stays within this factor of the current one
-    MAX_TREND = 4.0
     #: at most this many times the mean spacing of the budget between full steps
     MAX_GAP = 3.0
+    #: growth of the error with the distance from the last full step (per step, relative to distance 1)
+    GROWTH = 0.5
 
-    def __init__(self, forced: Sequence[bool], speedup: float):
+    def __init__(self, forced: Sequence[bool], speedup: float, prior: Optional[ErrorPrior] = None,
+                 final_full: bool = False):
         super().__init__(forced)
         self.speedup = float(speedup)
         self.budget = max(1, min(self.num_steps, round(self.num_steps / self.speedup)))
+        # the run's last step gives the output: when the budget allows, it runs in full
+        if final_full and self.num_steps and self.budget > sum(self.forced) and not self.forced[-1]:
+            self.forced[-1] = True
+        self.prior = None if prior is None else [max(float(p), 1e-9) for p in prior.per_step(self.num_steps)]
+        self.growth = self.GROWTH if prior is None else float(prior.growth)
+        self.prior_source = "flat" if prior is None else (prior.source or "given")
         self.errors: dict = {}          # step -> (distance from the last full step, error)
         self.thresholds: dict = {}      # step -> the threshold solved at that step (for reports)
 
@@ -236,11 +273,14 @@ class SpeedupSchedule(Schedule):
 
     def describe(self) -> str:
         return (f"speed-up {self.speedup:g}x over {self.num_steps} steps = {self.planned_full} full steps, placed "
-                f"by the forecast error measured at the representatives")
+                f"by the forecast error measured at the representatives (error profile: {self.prior_source})")
 
     def observe(self, step: int, error: float) -> None:
         if self.last_full is not None and step > self.last_full and math.isfinite(error):
             self.errors[step] = (step - self.last_full, max(float(error), 1e-6))
+
+    def _shape(self, d: int) -> float:
+        return 1.0 + self.growth * (d - 1)
 
     def is_full(self, step: int) -> bool:
         if self.forced[step] or self.last_full is None:
@@ -248,63 +288,72 @@ class SpeedupSchedule(Schedule):
         distance = step - self.last_full
         if distance <= 0:
             return True
-        free = [i for i in range(step, self.num_steps) if not self.forced[i]]
+        free = sum(1 for i in range(step, self.num_steps) if not self.forced[i])
         left = self.budget - len(self.full) - sum(self.forced[step + 1:])
         if left <= 0:
             return False
-        if left >= len(free):
+        if left >= free:
             return True
         if distance < 2:
             return False                     # one cached step first: it measures the error
-        gap = len(free) / left
+        gap = free / left
         if distance >= max(2.0, self.MAX_GAP * gap):
             return True
         last = self.errors.get(step - 1)
         if last is None:
             return distance >= gap
-        tau = self.threshold(step, free, left)
+        tau = self.threshold(step, left)
         self.thresholds[step] = tau
         return last[1] > tau
 
     # -- the threshold that spends the budget ---------------------------------------------------------
     def rates(self, steps: Sequence[int]) -> list:
-        """Predicted error rates (error per step of distance) at ``steps``, from the trend of the rates seen."""
+        """Expected error at distance 1 of ``steps``: the profile (flat without one) scaled to the errors
+        measured so far, recent ones weighing more."""
         seen = sorted(self.errors.items())
         now = seen[-1][0]
-        ws, xs, ys = [], [], []
+        sw = sy = 0.0
         for t, (d, e) in seen:
-            ws.append(0.5 ** ((now - t) / self.HALF_LIFE))
-            xs.append(float(t))
-            ys.append(math.log(e / d))
-        sw = sum(ws)
-        mx = sum(w * x for w, x in zip(ws, xs)) / sw
-        my = sum(w * y for w, y in zip(ws, ys)) / sw
-        sxx = sum(w * (x - mx) ** 2 for w, x in zip(ws, xs))
-        slope = sum(w * (x - mx) * (y - my) for w, x, y in zip(ws, xs, ys)) / sxx if sxx > 1e-9 else 0.0
-        span = max(self.num_steps - now, 1)
-        bound = math.log(self.MAX_TREND) / span
-        slope = min(max(slope, -bound), bound)
-        level = my + slope * (now - mx)
-        return [math.exp(level + slope * (t - now)) for t in steps]
+            w = 0.5 ** ((now - t) / self.HALF_LIFE)
+            base = self.prior[t] if self.prior is not None else 1.0
+            sw += w
+            sy += w * math.log(e / (self._shape(d) * base))
+        scale = math.exp(sy / sw)
+        return [scale * (self.prior[t] if self.prior is not None else 1.0) for t in steps]
 
-    def threshold(self, step: int, free: Sequence[int], left: int) -> float:
-        """The threshold at which the rule, on the predicted rates, spends ``left`` full steps on ``free``."""
-        rates = self.rates(free)
+    def simulate(self, step: int, tau: float, rates: dict) -> int:
+        """Full steps the threshold rule with ``tau`` takes from ``step`` to the end (forced ones excluded),
+        on the expected errors ``rates`` (step -> error at distance 1); the error of step - 1 is the one
+        measured."""
+        last_full = self.last_full
+        known = self.errors.get(step - 1)
+        previous = None if known is None else known[1]
+        count = 0
+        for t in range(step, self.num_steps):
+            d = t - last_full
+            if self.forced[t]:
+                last_full, previous = t, None
+                continue
+            if d >= 2 and previous is not None and previous > tau:
+                count += 1
+                last_full, previous = t, None
+                continue
+            previous = rates[t] * self._shape(d)
+        return count
 
-        def spent(tau: float) -> float:
-            # after a full step, cached steps follow until one's error (r per step of distance) exceeds tau,
-            # then the next step is full: an interval of about tau / r + 2 steps, r / (tau + 2 r) per step
-            return sum(r / (tau + 2 * r) for r in rates)
-
-        lo, hi = 1e-8, 1e4
-        for _ in range(60):
+    def threshold(self, step: int, left: int) -> float:
+        """The threshold at which the rule, on the expected errors, spends ``left`` full steps from ``step``."""
+        free = [t for t in range(step, self.num_steps) if not self.forced[t]]
+        rates = dict(zip(free, self.rates(free)))
+        lo, hi = 1e-6, 1e3
+        for _ in range(40):
             mid = math.sqrt(lo * hi)
-            if spent(mid) > left:
+            if self.simulate(step, mid, rates) > left:
                 lo = mid
             else:
                 hi = mid
-        return math.sqrt(lo * hi)
+        return hi
 
 
-__all__ = ["build_full_step_mask", "StepLocator", "Schedule", "FixedSchedule", "ThresholdSchedule",
+__all__ = ["build_full_step_mask", "StepLocator", "Schedule", "FixedSchedule", "ThresholdSchedule", "ErrorPrior",
            "SpeedupSchedule"]

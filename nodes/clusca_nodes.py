@@ -68,9 +68,10 @@ class ClusCa(io.ComfyNode):
 
     @staticmethod
     def config_from(speedup=DEFAULT_SPEEDUP, start_percent=0.0, end_percent=1.0) -> ClusCaConfig:
-        return ClusCaConfig(**BEST, target_speedup=float(speedup) if speedup > 1.0 else 0.0,
-                            start_percent=float(start_percent), end_percent=float(end_percent),
-                            **({} if speedup > 1.0 else {"fresh_interval": 1}))
+        config = ClusCaConfig(**BEST, start_percent=float(start_percent), end_percent=float(end_percent))
+        if float(speedup) <= 1.0:                    # every step in full
+            return config.with_changes(fresh_interval=1)
+        return config.with_changes(target_speedup=float(speedup))
 
     @classmethod
     def validate_inputs(cls, **inputs):

@@ -70,7 +70,8 @@ class ClusCaHolder:
             for parent in self.parents:
                 parent.descendant_clusters = clusters
 
-    def start_run(self, sample_sigmas: torch.Tensor, model_sampling, family: str) -> Optional[RunState]:
+    def start_run(self, sample_sigmas: torch.Tensor, model_sampling, family: str,
+                  error_prior=None) -> Optional[RunState]:
         cfg = self.config
         if sample_sigmas is None or sample_sigmas.numel() < 2:
             return None
@@ -82,7 +83,7 @@ class ClusCaHolder:
         top = float(model_sampling.sigma_max)
         continuation = float(sample_sigmas.flatten()[0]) < top * (1 - 1e-4)
         self.run = RunState(cfg, sample_sigmas, start_sigma=start_sigma, end_sigma=end_sigma, family=family,
-                            cache_device=cache_device, continuation=continuation)
+                            cache_device=cache_device, continuation=continuation, error_prior=error_prior)
         self.run_clusters = None
         return self.run
 
@@ -103,6 +104,8 @@ def summary_line(summary: dict) -> str:
             + (f" [{method}]" if method and method != "ClusCa" else "")
             + (f" ({geo_text})" if geo_text else "")
             + f": {summary['steps']} steps, {summary['full_steps']} full, {summary['cached_steps']} cached;"
+            + (f" speed-up asked {summary['speedup_asked']:g}x, reached {summary['speedup_reached']:.2f}x;"
+               if summary.get("speedup_asked") else "")
             + f" tokens computed per cached step and block: {tok_text};"
             + f" estimated {summary['estimated_flops_speedup']:.2f}x fewer transformer FLOPs"
             + f" (schedule bound {summary['schedule_bound']:.2f}x); cache {format_bytes(summary['peak_cache_bytes'])}")

@@ -25,6 +25,7 @@ from .adapters.base import bind_forward_args
 from .cluster_map import cluster_snapshot
 from .forward_patch import install_forward_patches
 from .holder import KEY, ClusCaHolder, summary_line
+from .presets import error_prior_for
 from .ui_stats import send_stats
 
 log = logging.getLogger("ClusCa")
@@ -108,7 +109,8 @@ def outer_sample_wrapper(executor, *args, **kwargs):
 
 def _start_run(holder: ClusCaHolder, guider, sigmas) -> None:
     adapter = get_adapter(holder.family_key)
-    run = holder.start_run(sigmas, guider.model_patcher.model.model_sampling, adapter.family)
+    run = holder.start_run(sigmas, guider.model_patcher.model.model_sampling, adapter.family,
+                           error_prior=error_prior_for(adapter.key))
     if run is not None:
         c = holder.config
         log.info("ClusCa enabled - %s, mode %s, warm-up %d, order %d, %d clusters, gamma %g, window %.2f-%.2f: %s",

@@ -27,10 +27,52 @@ def presets_for(family_key: str) -> dict:
 
 
 #: family key -> settings around the speed-up controller that differ from ``nodes.settings.BEST`` (measured on
-#: the family's reference model, docs/benchmarks.md)
-BEST_BY_FAMILY: dict = {}
+#: the family's reference model, docs/benchmarks.md). The basic ClusCa node applies them; the advanced node
+#: runs its inputs as given. Qwen-Image: the representatives' refresh costs ~3 dB against TaylorSeer's forecast
+#: at the same schedule, so they only measure the error there (mode probe).
+BEST_BY_FAMILY: dict = {"qwen_image": {"mode": "probe"}}
 
 
 def best_for(family_key: str) -> dict:
     """The family's measured deviations from the generic best settings of the speed-up controller."""
     return dict(BEST_BY_FAMILY.get(family_key, {}))
+
+
+#: family key -> the reference model whose measured error profile the speed-up controller starts from
+#: (``python -m benchmarks.controller --part profile``; ``clusca_core.schedule.ErrorPrior``). Families without a
+#: reference model of their own borrow the profile of the nearest one (same block design or modality), marked
+#: as borrowed in the README; the controller scales it to the errors each run measures.
+ERROR_PRIOR_SOURCE = {
+    "flux": "flux_shapes", "flux2": "flux_shapes", "chroma": "flux_shapes", "chroma_radiance": "flux_shapes",
+    "ovis_image": "flux_shapes", "longcat_image": "flux_shapes",
+    "qwen_image": "qwen_image_shapes", "z_image": "qwen_image_shapes", "lumina2": "qwen_image_shapes",
+    "z_image_pixel": "qwen_image_shapes",
+    "hunyuan_video": "hunyuan_video_shapes", "wan": "wan_shapes", "wan_vace": "wan_shapes",
+    "wan_camera": "wan_shapes", "wan_animate": "wan_shapes", "ltxv": "hunyuan_video_shapes",
+    "dit": "dit_shapes",
+}
+
+#: reference model -> (mean error one step after a full step over ten equal parts of a 50-step run, growth with
+#: the distance from the last full step, whether the run's last step is full); the first two from
+#: ``python -m benchmarks.controller --part profile --conditions 4`` (simple scheduler, euler, CFG 4), the last
+#: from the controller with and without it on the reference model (docs/benchmarks.md)
+MEASURED_ERROR_PROFILES = {
+    "flux_shapes": ((0.103, 0.0652, 0.0549, 0.0404, 0.0306, 0.036, 0.0267, 0.0323, 0.0292, 0.0434), 0.266, False),
+    "hunyuan_video_shapes": ((0.0313, 0.0346, 0.0425, 0.0407, 0.0373, 0.0539, 0.0535, 0.0715, 0.083, 0.1215), 0.286,
+                             False),
+    "qwen_image_shapes": ((0.0555, 0.0451, 0.0454, 0.0558, 0.0419, 0.0503, 0.04, 0.0583, 0.0503, 0.062), 0.237, True),
+    "wan_shapes": ((0.0709, 0.0176, 0.0256, 0.0339, 0.0363, 0.0256, 0.0442, 0.0464, 0.05, 0.2459), 0.425, False),
+    "dit_shapes": ((0.0195, 0.024, 0.0194, 0.0206, 0.0132, 0.0166, 0.0162, 0.0127, 0.0204, 0.0413), 0.555, False),
+}
+
+
+def error_prior_for(family_key: str):
+    """The speed-up controller's prior for a family (None: no profile, the controller follows the trend of the
+    errors it measures)."""
+    from ..clusca_core.schedule import ErrorPrior
+    source = ERROR_PRIOR_SOURCE.get(family_key, "")
+    measured = MEASURED_ERROR_PROFILES.get(source)
+    if measured is None:
+        return None
+    profile, growth, final_full = measured
+    return ErrorPrior(tuple(profile), float(growth), source, final_full=bool(final_full))

@@ -187,5 +187,18 @@ class FamilyChecks:
         s = last_summary(m)
         assert s["peak_cache_bytes"] > 0 and s["estimated_flops_speedup"] > 1.0
 
+    def test_basic_node_with_only_the_model_connected(self):
+        """The ClusCa node at its defaults: the run spends steps / speed-up full steps and caches the rest."""
+        m = self.make_model()
+        node = nodes.NODE_CLASS_MAPPINGS["ClusCa"]
+        patched = node.execute(model=m).result[0]
+        assert patched is not m
+        steps = 12
+        out = self.run(patched, steps=steps)
+        s = last_summary(patched)
+        assert s["speedup_asked"] == 4.0 and "disabled" not in s
+        assert s["full_steps"] == round(steps / 4.0) and s["cached_steps"] == steps - s["full_steps"]
+        assert torch.isfinite(out).all()
+
     def latent_size_pair(self):
         raise NotImplementedError

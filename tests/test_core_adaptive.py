@@ -7,13 +7,13 @@ import torch
 
 from clusca_core.config import ClusCaConfig
 from clusca_core.run import RunState
-from clusca_core.schedule import SpeedupSchedule
+from clusca_core.schedule import ErrorPrior, SpeedupSchedule
 
 
-def drive(config, errors, steps=20, slots=("cond",)):
+def drive(config, errors, steps=20, slots=("cond",), prior=None):
     """Walk a run step by step; ``errors(step, distance)`` is the forecast error a cached step reports
     (``distance`` from the last full step); one call per step holds all ``slots``."""
-    run = RunState(config, torch.linspace(1, 0, steps + 1))
+    run = RunState(config, torch.linspace(1, 0, steps + 1), error_prior=prior)
     decisions, last_full = [], None
     for i in range(steps):
         plan = run.plan_call(float(run.locator.sigmas[i]), list(slots), len(slots), ("shape",))
@@ -79,12 +79,8 @@ def test_speedup_controller_spends_exactly_its_budget_whatever_the_errors():
                 assert s["speedup_asked"] == target and s["full_steps"] == round(50 / target)
 
 
-def test_speedup_controller_puts_full_steps_where_the_errors_grow():
+def test_speedup_controller_spaces_full_steps_evenly_on_steady_errors():
     cfg = ClusCaConfig(target_speedup=4.0, warmup_steps=1, fresh_interval=5)
-    rising, _ = drive(cfg, lambda s, d: 0.002 * d * math.exp(s / 8), steps=50)
-    falling, _ = drive(cfg, lambda s, d: 0.2 * d * math.exp(-s / 8), steps=50)
-    late = lambda decisions: len([f for f in full_steps(decisions) if f >= 25])   # noqa: E731
-    assert late(rising) > late(falling)
     flat, _ = drive(cfg, lambda s, d: 0.02 * d, steps=50)
     gaps = [b - a for a, b in zip(full_steps(flat), full_steps(flat)[1:])]
     assert max(gaps) - min(gaps) <= 3                          # steady errors: about evenly spaced
@@ -102,12 +98,34 @@ def test_speedup_controller_threshold_solves_the_budget():
     sched = SpeedupSchedule([True] + [False] * 39, speedup=4.0)
     sched.full_done(0)
     for t in range(1, 6):
-        sched.observe(t, 0.01 * t)                              # rate 0.01 per step of distance, steady
+        sched.observe(t, 0.01 * t)                              # growing with the distance, steady rate
     free = list(range(6, 40))
-    tau = sched.threshold(6, free, 8)
-    spent = sum(r / (tau + 2 * r) for r in sched.rates(free))
-    assert abs(spent - 8) < 1e-3
-    assert sched.threshold(6, free, 4) > tau                    # fewer full steps left: a higher threshold
+    rates = dict(zip(free, sched.rates(free)))
+    tau = sched.threshold(6, 8)
+    assert sched.simulate(6, tau, rates) <= 8 < sched.simulate(6, tau * 0.97, rates)
+    assert sched.threshold(6, 4) > tau                          # fewer full steps left: a higher threshold
+
+
+def test_error_prior_is_the_profile_over_the_run():
+    prior = ErrorPrior(profile=(1.0, 2.0, 4.0), growth=0.5)
+    assert prior.per_step(3) == [1.0, 2.0, 4.0]
+    six = prior.per_step(6)
+    assert six[0] == 1.0 and six[-1] == 4.0 and all(a <= b for a, b in zip(six, six[1:]))
+    assert SpeedupSchedule([True] + [False] * 5, 2.0, prior).prior == six
+
+
+def test_speedup_controller_follows_the_family_profile():
+    """The same measured errors, early in a run: a profile that rises saves full steps for the end of the
+    run, one that falls spends them early."""
+    cfg = ClusCaConfig(target_speedup=4.0, warmup_steps=1, fresh_interval=5)
+    late = lambda decisions: len([f for f in full_steps(decisions) if f >= 25])   # noqa: E731
+    rising = ErrorPrior(profile=(0.01, 0.02, 0.04, 0.08, 0.16), growth=0.5)
+    falling = ErrorPrior(profile=tuple(reversed(rising.profile)), growth=0.5)
+    shape = lambda p: (lambda s, d: p.per_step(50)[s] * (1 + 0.5 * (d - 1)))       # noqa: E731
+    up, _ = drive(cfg, shape(rising), steps=50, prior=rising)
+    down, _ = drive(cfg, shape(falling), steps=50, prior=falling)
+    assert len(full_steps(up)) == len(full_steps(down)) == round(50 / 4.0)
+    assert late(up) > late(down)
 
 
 def test_fixed_schedule_is_untouched_when_adaptive_is_off():

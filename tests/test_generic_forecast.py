@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from family_checks import apply_node, last_summary, live_slot_caches
+from family_checks import apply_node, last_summary, live_slot_caches, nodes
 from devkit.comfy_env import pack_module
 from devkit.metrics import psnr
 from devkit.tiny_generic import GENERIC_MODELS, HUNYUAN3D_21, SD3, tiny_sd15
@@ -177,6 +177,18 @@ def test_adaptive_schedule_and_lite_memory_fall_back_with_a_log_line(caplog):
         s = last_summary(patched)
         assert torch.isfinite(out).all() and "disabled" not in s
         assert (s["full_steps"], s["cached_steps"]) == (full, 10 - full)
+
+
+def test_basic_node_speedup_becomes_the_fixed_interval():
+    """The ClusCa node on a model of the generic forecast: the speed-up asked for is the fixed interval."""
+    gm = SD3
+    m = gm.make(0)
+    patched = nodes.NODE_CLASS_MAPPINGS["ClusCa"].execute(model=m, speedup=3.0).result[0]
+    cfg = patched.model_options["transformer_options"]["clusca"].config
+    assert not cfg.adaptive and cfg.fresh_interval == 3
+    run(gm, patched)
+    s = last_summary(patched)
+    assert s["full_steps"] == sum(build_full_step_mask(10, cfg.warmup_steps, 3))
 
 
 def test_generic_forecast_forced_on_flux():

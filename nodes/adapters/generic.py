@@ -118,9 +118,11 @@ class GenericAdapter:
         """Settings that need what the generic forecast does not have fall back, with a log line."""
         changes, said = {}, []
         if config.adaptive_threshold > 0 or config.target_speedup > 0:
-            changes.update(adaptive_threshold=0.0, target_speedup=0.0)
+            # the speed-up asked for becomes the interval of the fixed schedule (about steps / speed-up full steps)
+            interval = max(2, round(config.target_speedup)) if config.target_speedup > 0 else config.fresh_interval
+            changes.update(adaptive_threshold=0.0, target_speedup=0.0, fresh_interval=interval)
             said.append("the error-adaptive schedule needs the representatives' probe, which the generic block "
-                        f"forecast does not have: the fixed schedule runs (a full step every {config.fresh_interval})")
+                        f"forecast does not have: the fixed schedule runs (a full step every {interval})")
         if config.memory_mode == "lite":
             changes["memory_mode"] = "full"
             said.append("memory_mode lite is not available with the generic block forecast; every block's update "
