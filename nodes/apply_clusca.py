@@ -65,7 +65,8 @@ def _inputs() -> list:
                        tooltip="clusca = the paper's refresh (fresh MLP outputs of one token per cluster blended "
                                "into the cluster's cache); clusca-error = each representative's forecast error "
                                "corrects its whole cluster; taylorseer = forecast only (clusters ignored); fora = "
-                               "plain reuse of the last full step (order and clusters ignored)."),
+                               "plain reuse of the last full step (order and clusters ignored); probe = "
+                               "TaylorSeer's forecast, the representatives only measure its error."),
         io.Boolean.Input("verbose", default=d.verbose, optional=True,
                          tooltip="Log one line per cached step with the forecast error measured at the "
                                  "representative tokens (costs one GPU sync per step)."),

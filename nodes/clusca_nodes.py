@@ -126,7 +126,8 @@ class ClusCaAdvanced(io.ComfyNode):
                 io.Combo.Input("mode", options=list(MODES), default=b["mode"],
                                tooltip="clusca = the paper's refresh; clusca-error = each representative's "
                                        "forecast error corrects its whole cluster; taylorseer = forecast only; "
-                                       "fora = plain reuse (both without the error probe)."),
+                                       "fora = plain reuse (both without the error probe); probe = TaylorSeer's "
+                                       "forecast, the representatives only measure its error (for the schedules)."),
                 *_window_inputs(),
                 io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, step=1, control_after_generate=False,
                              tooltip="Seed of ClusCa's own generator (representative tokens, first clustering); "
