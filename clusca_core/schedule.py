@@ -214,6 +214,9 @@ class ErrorPrior:
     source: str = ""
     #: the run's last step runs in full (when it gives the output and the budget allows): measured per family
     final_full: bool = False
+    #: full steps in a row in the second half of the run where the profile expects an error above the
+    #: threshold (video models' last steps); measured per family
+    late_runs: bool = False
 
     def per_step(self, num_steps: int) -> list:
         """The profile at each step: linear between the centres of its parts, flat beyond them."""
@@ -250,6 +253,9 @@ class SpeedupSchedule(Schedule):
     HALF_LIFE = 8.0
     #: at most this many times the mean spacing of the budget between full steps
     MAX_GAP = 3.0
+    #: with ``ErrorPrior.late_runs``: full steps in a row only from this fraction of the run on (early, on FLUX,
+    #: they cost 3-5 dB)
+    LATE = 0.5
     #: growth of the error with the distance from the last full step (per step, relative to distance 1)
     GROWTH = 0.5
 
@@ -264,6 +270,7 @@ class SpeedupSchedule(Schedule):
         self.prior = None if prior is None else [max(float(p), 1e-9) for p in prior.per_step(self.num_steps)]
         self.growth = self.GROWTH if prior is None else float(prior.growth)
         self.prior_source = "flat" if prior is None else (prior.source or "given")
+        self.late_runs = prior is not None and prior.late_runs
         self.errors: dict = {}          # step -> (distance from the last full step, error)
         self.thresholds: dict = {}      # step -> the threshold solved at that step (for reports)
 
@@ -295,7 +302,13 @@ class SpeedupSchedule(Schedule):
         if left >= free:
             return True
         if distance < 2:
-            return False                     # one cached step first: it measures the error
+            # right after a full step: full again only where the profile expects an error above the threshold
+            # (e.g. the last steps of a video model); otherwise one cached step first, which measures the error
+            if not self.late_runs or not self.errors or step < self.num_steps * self.LATE:
+                return False
+            tau = self.threshold(step, left)
+            self.thresholds[step] = tau
+            return self.rates([step])[0] > tau
         gap = free / left
         if distance >= max(2.0, self.MAX_GAP * gap):
             return True
@@ -334,11 +347,13 @@ class SpeedupSchedule(Schedule):
             if self.forced[t]:
                 last_full, previous = t, None
                 continue
-            if d >= 2 and previous is not None and previous > tau:
+            expected = rates[t] * self._shape(d)
+            if (d >= 2 and previous is not None and previous > tau) or (
+                    d == 1 and self.late_runs and t >= self.num_steps * self.LATE and expected > tau):
                 count += 1
                 last_full, previous = t, None
                 continue
-            previous = rates[t] * self._shape(d)
+            previous = expected
         return count
 
     def threshold(self, step: int, left: int) -> float:

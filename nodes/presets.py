@@ -53,16 +53,21 @@ ERROR_PRIOR_SOURCE = {
 }
 
 #: reference model -> (mean error one step after a full step over ten equal parts of a 50-step run, growth with
-#: the distance from the last full step, whether the run's last step is full); the first two from
+#: the distance from the last full step, whether the run's last step is full, whether late full steps may follow
+#: each other: ``clusca_core.schedule.ErrorPrior``); the first two from
 #: ``python -m benchmarks.controller --part profile --conditions 4`` (simple scheduler, euler, CFG 4), the last
-#: from the controller with and without it on the reference model (docs/benchmarks.md)
+#: two from the controller with and without them on the reference model (4 conditions; the closing note of the
+#: session that measured them): last step full +1 to +4.6 dB on Qwen-Image, -0.5 to -5 dB on FLUX and DiT; late
+#: runs +1 to +6 dB on HunyuanVideo at 3-5x, -3 dB on DiT at 3x. Wan: by analogy with HunyuanVideo, not measured
 MEASURED_ERROR_PROFILES = {
-    "flux_shapes": ((0.103, 0.0652, 0.0549, 0.0404, 0.0306, 0.036, 0.0267, 0.0323, 0.0292, 0.0434), 0.266, False),
+    "flux_shapes": ((0.103, 0.0652, 0.0549, 0.0404, 0.0306, 0.036, 0.0267, 0.0323, 0.0292, 0.0434), 0.266, False, False),
     "hunyuan_video_shapes": ((0.0313, 0.0346, 0.0425, 0.0407, 0.0373, 0.0539, 0.0535, 0.0715, 0.083, 0.1215), 0.286,
-                             False),
-    "qwen_image_shapes": ((0.0555, 0.0451, 0.0454, 0.0558, 0.0419, 0.0503, 0.04, 0.0583, 0.0503, 0.062), 0.237, True),
-    "wan_shapes": ((0.0709, 0.0176, 0.0256, 0.0339, 0.0363, 0.0256, 0.0442, 0.0464, 0.05, 0.2459), 0.425, False),
-    "dit_shapes": ((0.0195, 0.024, 0.0194, 0.0206, 0.0132, 0.0166, 0.0162, 0.0127, 0.0204, 0.0413), 0.555, False),
+                             False, True),
+    "qwen_image_shapes": ((0.0555, 0.0451, 0.0454, 0.0558, 0.0419, 0.0503, 0.04, 0.0583, 0.0503, 0.062), 0.237, True,
+                          False),
+    "wan_shapes": ((0.0709, 0.0176, 0.0256, 0.0339, 0.0363, 0.0256, 0.0442, 0.0464, 0.05, 0.2459), 0.425, False, True),
+    "dit_shapes": ((0.0195, 0.024, 0.0194, 0.0206, 0.0132, 0.0166, 0.0162, 0.0127, 0.0204, 0.0413), 0.555, False,
+                   False),
 }
 
 
@@ -74,5 +79,5 @@ def error_prior_for(family_key: str):
     measured = MEASURED_ERROR_PROFILES.get(source)
     if measured is None:
         return None
-    profile, growth, final_full = measured
-    return ErrorPrior(tuple(profile), float(growth), source, final_full=bool(final_full))
+    profile, growth, final_full, late_runs = measured
+    return ErrorPrior(tuple(profile), float(growth), source, final_full=bool(final_full), late_runs=bool(late_runs))

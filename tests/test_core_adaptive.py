@@ -142,3 +142,18 @@ def test_adaptive_settings_are_validated():
         errs = ClusCaConfig(adaptive_threshold=0.1, **no_probe).errors()
         assert len(errs) == 1 and "representatives" in errs[0]
         assert not ClusCaConfig(**no_probe).errors()
+
+
+def test_late_runs_put_full_steps_in_a_row_where_the_profile_ends_high():
+    """A video-like profile (errors rising steeply at the end): with late_runs the last steps run in full one
+    after another; without, a cached step always separates two full steps after the warm-up."""
+    cfg = ClusCaConfig(target_speedup=3.0, warmup_steps=1, fresh_interval=5)
+    profile = (0.02,) * 8 + (0.1, 0.5)
+    errors = lambda p: (lambda s, d: p.per_step(50)[s] * (1 + 0.3 * (d - 1)))       # noqa: E731
+    runs = ErrorPrior(profile, 0.3, late_runs=True)
+    plain = ErrorPrior(profile, 0.3)
+    with_runs, _ = drive(cfg, errors(runs), steps=50, prior=runs)
+    without, _ = drive(cfg, errors(plain), steps=50, prior=plain)
+    pairs = lambda d: [i for i in full_steps(d) if i > 1 and i - 1 in full_steps(d)]   # noqa: E731
+    assert len(full_steps(with_runs)) == len(full_steps(without)) == round(50 / 3.0)
+    assert pairs(without) == [] and pairs(with_runs) and min(pairs(with_runs)) >= 25
