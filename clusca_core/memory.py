@@ -69,17 +69,29 @@ def factor_bytes(token_rows: int, hidden: int, dtype: str) -> int:
     return token_rows * (hidden * ELEMENT_BYTES[dtype] + ROW_BYTES[dtype])
 
 
+def stack_bytes(token_rows: int, hidden: int, factors: int, dtype: str, value_dtype: str = "bf16") -> int:
+    """Bytes of ``factors`` Taylor factors of ``token_rows`` rows; ``fp8-diff`` keeps the first (order 0) in
+    ``value_dtype`` (the model's dtype) and the others in fp8."""
+    if dtype == "fp8-diff":
+        first = min(factors, 1)
+        return first * factor_bytes(token_rows, hidden, value_dtype) + (factors - first) * factor_bytes(
+            token_rows, hidden, "fp8")
+    return factors * factor_bytes(token_rows, hidden, dtype)
+
+
 def cache_bytes(geom: ModelGeometry, order: int = 1, dtype: str = "bf16", memory_mode: str = "full",
-                clusters: int = 16, conditionings: int = 1, rows: int = 1, full_steps: int | None = None) -> dict:
+                clusters: int = 16, conditionings: int = 1, rows: int = 1, full_steps: int | None = None,
+                value_dtype: str = "bf16") -> dict:
     """The cache of one run, in bytes: ``{"factors", "clusters", "total"}``.
 
-    ``conditionings`` = slots (2 with CFG), ``rows`` = batch rows per slot, ``clusters`` = K (0: none)."""
+    ``conditionings`` = slots (2 with CFG), ``rows`` = batch rows per slot, ``clusters`` = K (0: none);
+    ``value_dtype`` = the model's dtype (the order-0 factor of ``fp8-diff``)."""
     n = factors_kept(order, full_steps)
     if memory_mode == "lite":
-        factors = n * factor_bytes(geom.lite_tokens, geom.hidden, dtype)
+        factors = stack_bytes(geom.lite_tokens, geom.hidden, n, dtype, value_dtype)
         cluster = 0
     elif memory_mode == "full":
-        factors = n * factor_bytes(geom.branch_token_rows, geom.hidden, dtype)
+        factors = stack_bytes(geom.branch_token_rows, geom.hidden, n, dtype, value_dtype)
         cluster = 0
         if clusters > 0 and (full_steps is None or full_steps > 0):
             cluster = sum(t * LABEL_BYTES + min(clusters, t) * geom.hidden * CENTROID_BYTES for t in geom.clustered)

@@ -30,6 +30,8 @@ def predicted(summary, family: str, hidden: int, conditionings: int, **settings)
     dict(cache_dtype="bf16"),
     dict(taylor_order=2, clusters=4),
     dict(memory_mode="lite", mode="taylorseer"),
+    dict(cache_dtype="fp8"),
+    dict(cache_dtype="fp8-diff", taylor_order=2),
 ])
 def test_formula_matches_the_peak_cache_bytes_of_a_tiny_flux_run(settings):
     m = apply_node(tiny_flux(0), **settings)
@@ -37,7 +39,8 @@ def test_formula_matches_the_peak_cache_bytes_of_a_tiny_flux_run(settings):
     s = last_summary(m)
     dtype = settings.get("cache_dtype", "fp32")
     expected = predicted(s, "flux", 64, 2, order=settings.get("taylor_order", 1), dtype=dtype,
-                         memory_mode=settings.get("memory_mode", "full"), clusters=settings.get("clusters", 16))
+                         memory_mode=settings.get("memory_mode", "full"), clusters=settings.get("clusters", 16),
+                         value_dtype="fp32")
     assert s["peak_cache_bytes"] == expected
 
 
@@ -59,6 +62,7 @@ def test_formula_by_hand_for_flux1_dev_at_1024():
     clusters = (4096 + 512 + 4608) * 8 + (16 + 16) * 3072 * 4
     assert flux["full, order 1, bf16"] == 2 * factor_rows * 3072 * 2 + clusters
     assert flux["full, order 1, fp8"] == 2 * factor_rows * (3072 + 4) + clusters
+    assert flux["full, order 1, fp8-diff"] == factor_rows * (3072 * 2 + 3072 + 4) + clusters
     assert flux["lite, order 1, bf16"] == 2 * 4608 * 3072 * 2
 
 
@@ -69,3 +73,19 @@ def test_factors_grow_with_the_full_steps_seen():
     assert cache_bytes(geom, order=2, dtype="fp32")["factors"] == 3 * one == 3 * 40 * 8 * 4
     with pytest.raises(ValueError):
         cache_bytes(geom, dtype="int3")
+
+
+@pytest.mark.parametrize("compact", ["fp8", "fp8-diff"])
+def test_compact_cache_runs_on_tiny_flux_with_fewer_bytes_and_close_output(compact):
+    m = tiny_flux(0)
+    base = sample(m, flux_cond(1), flux_cond(2), steps=10, cfg=2.0)
+    full = apply_node(m)
+    small = apply_node(m, cache_dtype=compact)
+    out_full = sample(full, flux_cond(1), flux_cond(2), steps=10, cfg=2.0)
+    out_small = sample(small, flux_cond(1), flux_cond(2), steps=10, cfg=2.0)
+    s = last_summary(small)
+    assert "disabled" not in s and s["cached_steps"] > 0
+    assert s["peak_cache_bytes"] < (0.3 if compact == "fp8" else 0.7) * last_summary(full)["peak_cache_bytes"]
+    assert torch.isfinite(out_small).all() and not torch.equal(out_small, out_full)
+    from devkit.metrics import psnr
+    assert psnr(out_small, out_full) > 30 and psnr(out_small, base) > 20
