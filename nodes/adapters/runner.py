@@ -159,8 +159,9 @@ def _split_active(plan, kind: BlockKind, block):
 # -- cached steps -----------------------------------------------------------------------------------------
 
 def _run_cached(kind: BlockKind, index: int, block, args: dict, plan) -> dict:
-    mods = kind.modulation(block, args, plan.extras)
     split = _split_active(plan, kind, block)
+    modulation = kind.cached_modulation if kind.cached_modulation is not None and split is None else kind.modulation
+    mods = modulation(block, args, plan.extras)
     out = {}
     for stream in kind.streams:
         x = args[stream.name]
