@@ -101,13 +101,13 @@ def used_share(kind, block) -> float:
     """The share of the modulation rows the kind's cached modulation computes (1.0 without one)."""
     if kind.cached_modulation is None:
         return 1.0
-    vec_dim = None
+    weight = None
     for m in kind.modulation_modules:
         for p in pack_module("nodes.adapters.base").submodule(block, m).parameters():
             if p.ndim == 2:
-                vec_dim = p.shape[1]
+                weight = p
                 break
-    args = {"vec": torch.zeros(1, vec_dim)}
+    args = {"vec": torch.zeros(1, weight.shape[1], device=weight.device, dtype=weight.dtype)}
     count = lambda mods: sum(t is not None for m in mods.values() for t in (m.shift, m.scale, m.gate))  # noqa: E731
     with torch.no_grad():
         return count(kind.cached_modulation(block, args, {})) / count(kind.modulation(block, args, {}))

@@ -33,6 +33,12 @@ REPO = Path(__file__).resolve().parents[1]
 TIMER_KEY = "clusca_bench_gpu_timer"
 
 
+#: FLUX.1-dev's transformer (``devkit.tiny_models.flux_config`` fields) and Wan 2.1 1.3B's (``wan_config``)
+FLUX_DEV = dict(hidden=3072, heads=24, depth=19, single=38, context_dim=4096, vec_dim=768, axes_dim=(16, 56, 56))
+WAN_1_3B = dict(dim=1536, heads=12, layers=30, ffn_dim=8960)
+WAN_14B = dict(dim=5120, heads=40, layers=40, ffn_dim=13824)
+
+
 @dataclass
 class Subject:
     name: str
@@ -64,8 +70,7 @@ def _patcher(base, device):
 def flux_subject(tiny: bool) -> Subject:
     import comfy.supported_models as sm
     from devkit.tiny_models import flux_config
-    size = dict(hidden=64, heads=4, depth=2, single=2, context_dim=64, vec_dim=32) if tiny else \
-        dict(hidden=3072, heads=24, depth=19, single=38, context_dim=4096, vec_dim=768, axes_dim=(16, 56, 56))
+    size = dict(hidden=64, heads=4, depth=2, single=2, context_dim=64, vec_dim=32) if tiny else FLUX_DEV
     txt = 8 if tiny else 512
     px = 128 if tiny else 1024
 
@@ -88,7 +93,7 @@ def flux_subject(tiny: bool) -> Subject:
 
 def wan_subject(tiny: bool) -> Subject:
     from devkit.tiny_wan import KINDS, wan_config
-    size = dict(dim=64, heads=4, layers=2, ffn_dim=128) if tiny else dict(dim=1536, heads=12, layers=30, ffn_dim=8960)
+    size = dict(dim=64, heads=4, layers=2, ffn_dim=128) if tiny else WAN_1_3B
     text_dim, txt = (64, 8) if tiny else (4096, 512)
     frames, h, w = (3, 8, 8) if tiny else ((33 - 1) // 4 + 1, 480 // 8, 832 // 8)
 
