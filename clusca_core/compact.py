@@ -23,6 +23,19 @@ def available() -> bool:
     return FP8 is not None
 
 
+_TABLES: dict = {}
+
+
+def decode_table(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """The value of each of the 256 float8 e4m3 codes in ``dtype`` (exact in fp32, bf16 and fp16)."""
+    key = (dtype, str(device))
+    table = _TABLES.get(key)
+    if table is None:
+        codes = torch.arange(256, dtype=torch.int32).to(torch.uint8)
+        table = _TABLES[key] = codes.view(FP8).to(torch.float32).to(device=device, dtype=dtype)
+    return table
+
+
 class Fp8Rows:
     """One factor in float8 e4m3 with a per-token-row float32 scale."""
 
@@ -44,7 +57,13 @@ class Fp8Rows:
         data, scale = self.data, self.scale
         if device is not None and data.device != torch.device(device):
             data, scale = data.to(device, non_blocking=True), scale.to(device, non_blocking=True)
-        return data.to(dtype).mul_(scale.to(dtype))
+        if data.device.type == "cpu":
+            # a 256-entry table lookup: about 5x faster than torch's float8 conversion on CPU, same values
+            codes = data.view(torch.uint8).reshape(-1).to(torch.int32)
+            out = decode_table(dtype, data.device).index_select(0, codes).view(data.shape)
+        else:
+            out = data.to(dtype)
+        return out.mul_(scale.to(dtype))
 
     def gather(self, index: torch.Tensor) -> "Fp8Rows":
         """The rows ``index`` (B, K) only."""

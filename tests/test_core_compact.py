@@ -28,6 +28,19 @@ def test_round_trip_is_within_fp8_rounding_per_token_row():
     torch.testing.assert_close(f.gather(idx).decode(), torch.stack([f.decode()[0, [5, 0]], f.decode()[1, [2, 3]]]))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_the_cpu_decode_table_gives_torchs_own_conversion_for_every_code(dtype):
+    from clusca_core.compact import decode_table
+    codes = torch.arange(256, dtype=torch.int32).to(torch.uint8).view(torch.float8_e4m3fn)
+    want = codes.to(torch.float32).to(dtype)
+    got = decode_table(dtype, torch.device("cpu"))
+    assert got.dtype == dtype
+    assert torch.equal(got.isnan(), want.isnan()) and torch.equal(got[~got.isnan()], want[~want.isnan()])
+    x = torch.randn(1, 4, 16, dtype=dtype)
+    f = Fp8Rows.encode(x)
+    assert torch.equal(f.decode(dtype), f.data.to(dtype) * f.scale.to(dtype))
+
+
 def test_zero_rows_stay_zero():
     f = Fp8Rows.encode(torch.zeros(1, 3, 8))
     assert torch.equal(f.decode(), torch.zeros(1, 3, 8))
