@@ -47,13 +47,33 @@ def losses(results: list[dict]) -> dict:
     return table
 
 
+def _cell(row: dict, dtype: str) -> str:
+    v = row[dtype]
+    change = "reference" if dtype == "auto" else f"{-v['loss_db']:+.2f} dB"
+    return f"{v['psnr']:.2f} dB ({change}), {v['peak_cache_bytes'] / 2 ** 20:.1f} MiB"
+
+
+def markdown(table: dict) -> str:
+    """One row per model and schedule: mean PSNR and loss of each storage, and its peak cache bytes."""
+    out = ["| model | schedule | " + " | ".join(DTYPES) + " |", "|---|---|" + "---|" * len(DTYPES)]
+    for model, scheds in table.items():
+        for sched, row in scheds.items():
+            cells = [_cell(row, dt) for dt in DTYPES]
+            out.append(f"| {model.removesuffix('.safetensors')} | {sched} | " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, default=8)
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--cfg", type=float, default=4.0)
     ap.add_argument("--out", default=str(REPO / "out" / "bench" / "compact.json"))
+    ap.add_argument("--report", action="store_true", help="print the markdown table of an earlier --out file")
     args = ap.parse_args(argv)
+    if args.report:
+        print(markdown(json.loads(Path(args.out).read_text())["losses"]))
+        return 0
     load_pack()
     from .suite import run_fidelity
     results = run_fidelity(methods(), args.seeds, args.steps, args.cfg)

@@ -76,9 +76,21 @@ def _hidden(dm) -> int:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bandwidth-tb-s", type=float, default=3.35)
+    ap.add_argument("--markdown", action="store_true")
     args = ap.parse_args(argv)
     load_pack()
-    for r in floor_table(args.bandwidth_tb_s * 1e12):
+    rows = floor_table(args.bandwidth_tb_s * 1e12)
+    if args.markdown:
+        print(f"| model | cache | streams | modulation used | representatives' MLPs | total | at {args.bandwidth_tb_s} TB/s "
+              "| with the full modulation |\n|---|---|---|---|---|---|---|---|")
+        for r in rows:
+            b = r["partial modulation"]["bytes"]
+            print(f"| {r['model']} | " + " | ".join(f"{b[k] / 1e9:.2f} GB" for k in ("cache", "streams", "modulation",
+                                                                                      "mlp", "total"))
+                  + f" | {r['partial modulation']['ms']:.2f} ms | {r['full modulation']['bytes']['total'] / 1e9:.2f} GB, "
+                  f"{r['full modulation']['ms']:.2f} ms |")
+        return 0
+    for r in rows:
         parts = r["partial modulation"]["bytes"]
         print(f"{r['model']} ({r['blocks']} blocks, hidden {r['hidden']}), one conditioning: "
               + ", ".join(f"{k} {v / 1e9:.2f} GB" for k, v in parts.items())
