@@ -85,3 +85,26 @@ def test_runs_use_the_partial_modulation_and_stay_close():
         object.__setattr__(kind, "cached_modulation", original)
     assert calls
     torch.testing.assert_close(fast, slow, rtol=1e-5, atol=1e-5)
+
+
+def test_a_partial_modulation_that_differs_is_caught_and_the_run_uses_the_full_one(caplog):
+    """The first cached call of a run checks the partial modulation against the blocks' own: a wrong one (here
+    gates doubled) is reported and replaced for the whole run, so the output is that of the full modulation."""
+    kind = flux_layers.DOUBLE
+    original = kind.cached_modulation
+
+    def wrong(block, args, extras):
+        mods = original(block, args, extras)
+        return {k: type(m)(m.shift, m.scale, m.gate * 2) for k, m in mods.items()}
+
+    m = tiny_flux(0)
+    try:
+        object.__setattr__(kind, "cached_modulation", None)
+        want = sample(apply_node(m), flux_cond(1), flux_cond(2), steps=10, cfg=2.0)
+        object.__setattr__(kind, "cached_modulation", wrong)
+        with caplog.at_level("WARNING", logger="ClusCa"):
+            got = sample(apply_node(m), flux_cond(1), flux_cond(2), steps=10, cfg=2.0)
+    finally:
+        object.__setattr__(kind, "cached_modulation", original)
+    assert any("partial modulation" in r.getMessage() for r in caplog.records)
+    assert torch.equal(got, want)
