@@ -1,10 +1,12 @@
 """The cost of a cached step against its memory-traffic floor, before and after the partial cached modulation,
 side by side in one process (mid-size random-weight models of benchmarks/presets.py, 50 steps, CPU).
 
-Variants, alternating (after one warm-up run each): uncached; ClusCa with the blocks' full modulation on cached
+Variants, alternating (after one warm-up run each): uncached (not with ``--calls-only``); ClusCa with the blocks' full modulation on cached
 steps (``before``: the spec's ``cached_modulation`` switched off); ClusCa as shipped (``after``); optionally
 ClusCa with ``cache_dtype`` fp8-diff. Per variant: the wall-clock speed-up (ratio of median times), the
-schedule bound, the share of the bound, and the median cached call as a share of the median full call.
+schedule bound, the share of the bound, and the median cached call as a share of the median full call of the
+same run (both from one run, so load drifts on a shared machine cancel); also the speed-up the run's own call
+times give (steps x its full call / the time of all its calls), which needs no uncached run.
 
 The floor of a cached call is the bytes it must move divided by the machine's memory bandwidth (a large torch
 copy): every cached Taylor factor read once, the residual streams read and written once per block, the
@@ -113,7 +115,15 @@ def used_share(kind, block) -> float:
         return count(kind.cached_modulation(block, args, {})) / count(kind.modulation(block, args, {}))
 
 
-def bench(name: str, repeats: int, with_fp8: bool) -> dict:
+def within_run(calls: list, n_cached: int) -> tuple[float, float]:
+    """(median cached call, median full call) of one ClusCa run: its ``n_cached`` shortest calls are its cached
+    ones (an order of magnitude shorter), the others its full ones; both come from the same run, interleaved in
+    time, so machine load drifts cancel."""
+    ordered = sorted(calls)
+    return statistics.median(ordered[:n_cached]), statistics.median(ordered[n_cached:])
+
+
+def bench(name: str, repeats: int, with_fp8: bool, calls_only: bool = False) -> dict:
     import comfy.patcher_extension as pe
     import nodes
     from devkit.tiny_models import sample
@@ -124,6 +134,8 @@ def bench(name: str, repeats: int, with_fp8: bool) -> dict:
     node = nodes.NODE_CLASS_MAPPINGS["ApplyClusCa"]
     patched = {"uncached": model.clone(), "before": node.execute(model=model, **p.node_inputs).result[0],
                "after": node.execute(model=model, **p.node_inputs).result[0]}
+    if calls_only:
+        del patched["uncached"]
     if with_fp8:
         patched["after fp8-diff"] = node.execute(model=model, cache_dtype="fp8-diff", **p.node_inputs).result[0]
     adapter, _ = pack_module("nodes.adapters").find_adapter(model.model.diffusion_model)
@@ -146,7 +158,7 @@ def bench(name: str, repeats: int, with_fp8: bool) -> dict:
         return go
 
     times = interleaved({k: runner(k) for k in patched}, repeats)
-    full_call = statistics.median(calls["uncached"])
+    full_call = statistics.median(calls["uncached"]) if "uncached" in calls else float("nan")
     bw = copy_bandwidth()
     dm = model.model.diffusion_model
     slots = 2 if p.cfg > 1 else 1
@@ -157,14 +169,18 @@ def bench(name: str, repeats: int, with_fp8: bool) -> dict:
             continue
         s = patched[k].model_options["transformer_options"]["clusca"].last_summary
         n_cached = s["evaluations_cached"]
-        cached_call = statistics.median(sorted(calls[k])[:n_cached])
-        ratio = median(times["uncached"]) / median(times[k])
+        cached_call, run_full_call = within_run(calls[k], n_cached)
+        ratio = median(times["uncached"]) / median(times[k]) if "uncached" in times else float("nan")
+        # the speed-up the run's own calls give: every step at the run's full-call cost over what it spent
+        per_call = len(calls[k]) * run_full_call / sum(calls[k])
         moved = traffic(adapter, dm, s, slots, partial=(k != "before"))
         result["variants"][k] = {
             "wall_clock_ratio": ratio, "schedule_bound": s["schedule_bound"],
             "fraction_of_bound": ratio / s["schedule_bound"], "cached_call_s": cached_call,
-            "cached_over_full": cached_call / full_call, "floor_bytes": moved,
-            "floor_s": moved["total"] / bw, "floor_over_full": moved["total"] / bw / full_call,
+            "cached_over_full": cached_call / full_call, "run_full_call_s": run_full_call,
+            "cached_over_full_within_run": cached_call / run_full_call,
+            "per_call_speedup": per_call, "per_call_fraction_of_bound": per_call / s["schedule_bound"],
+            "floor_bytes": moved, "floor_s": moved["total"] / bw, "floor_over_full": moved["total"] / bw / run_full_call,
             "peak_cache_bytes": s["peak_cache_bytes"]}
     return result
 
@@ -174,20 +190,24 @@ def main(argv=None) -> int:
     ap.add_argument("--family", action="append", choices=sorted(PRESETS))
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--fp8", action="store_true", help="also time cache_dtype fp8-diff")
+    ap.add_argument("--calls-only", action="store_true",
+                    help="no uncached runs: per-call costs within each ClusCa run only (much shorter)")
     ap.add_argument("--out", default=str(REPO / "out" / "bench" / "cached_cost.json"))
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     load_pack()
     results = []
     for name in args.family or list(PRESETS):
-        r = bench(name, args.repeats, args.fp8)
+        r = bench(name, args.repeats, args.fp8, args.calls_only)
         results.append(r)
-        print(f"{name}: full call {1000 * r['full_call_s']:.0f} ms, copy bandwidth {r['bandwidth_gb_s']:.1f} GB/s")
+        print(f"{name}: copy bandwidth {r['bandwidth_gb_s']:.1f} GB/s")
         for k, v in r["variants"].items():
-            print(f"  {k:15s} {v['wall_clock_ratio']:.2f}x of bound {v['schedule_bound']:.2f}x "
-                  f"({100 * v['fraction_of_bound']:.1f}%); cached call {1000 * v['cached_call_s']:.1f} ms = "
-                  f"{100 * v['cached_over_full']:.2f}% of full; floor {v['floor_bytes']['total'] / 2 ** 20:.0f} MiB "
-                  f"-> {1000 * v['floor_s']:.1f} ms = {100 * v['floor_over_full']:.2f}% of full", flush=True)
+            print(f"  {k:15s} wall clock {v['wall_clock_ratio']:.2f}x of bound {v['schedule_bound']:.2f}x "
+                  f"({100 * v['fraction_of_bound']:.1f}%); from its calls {v['per_call_speedup']:.2f}x "
+                  f"({100 * v['per_call_fraction_of_bound']:.1f}%); cached call {1000 * v['cached_call_s']:.1f} ms = "
+                  f"{100 * v['cached_over_full_within_run']:.2f}% of its full call ({1000 * v['run_full_call_s']:.0f} ms); "
+                  f"floor {v['floor_bytes']['total'] / 2 ** 20:.0f} MiB -> {1000 * v['floor_s']:.1f} ms = "
+                  f"{100 * v['floor_over_full']:.2f}%", flush=True)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     machine = f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
