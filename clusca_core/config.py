@@ -9,7 +9,9 @@ MAX_CLUSTERS = 4096
 MAX_INTERVAL = 100
 MAX_WARMUP = 1000
 KMEANS_DISTANCES = ("l2", "l1")
-CACHE_DTYPES = ("auto", "bf16", "fp16", "fp32")
+#: "fp8": every Taylor factor in float8 e4m3 with a float32 scale per token; "fp8-diff": the order-0 factor in
+#: the model's dtype and the higher-order differences in fp8 (clusca_core.compact)
+CACHE_DTYPES = ("auto", "bf16", "fp16", "fp32", "fp8", "fp8-diff")
 CACHE_DEVICES = ("auto", "cpu")
 MEMORY_MODES = ("full", "lite")
 #: clusca        the paper's refresh: representatives' fresh MLP outputs blended into their clusters' cache
@@ -40,7 +42,9 @@ class ClusCaConfig:
     kmeans_distance:   "l2" (squared Euclidean via matmul, the default) or "l1" (as the reference code).
     propagate_text:    refresh the text stream's cache with propagation too (False: representatives only).
     cluster_per_frame: video models: cluster each latent frame separately (``clusters`` per frame).
-    cache_dtype:       dtype of the cached factors: "auto" (the model's compute dtype), "bf16", "fp16", "fp32".
+    cache_dtype:       dtype of the cached factors: "auto" (the model's compute dtype), "bf16", "fp16", "fp32",
+                       "fp8" (every factor float8 e4m3 with per-token scales) or "fp8-diff" (only the
+                       higher-order differences in fp8).
     cache_device:      "auto" (with the model) or "cpu" (offload: pinned host memory, asynchronous copies).
     memory_mode:       "full" (every block's branches, ClusCa's refresh) or "lite" (TaylorSeer-Lite: only the
                        output of the whole block stack is cached; on cached steps the blocks are skipped).
@@ -187,6 +191,11 @@ class ClusCaConfig:
         import torch
         name = _TORCH_DTYPES.get(self.cache_dtype)
         return None if name is None else getattr(torch, name)
+
+    @property
+    def cache_compact(self):
+        """The compact factor storage of ``cache_dtype`` ("fp8", "fp8-diff"), or None."""
+        return self.cache_dtype if self.cache_dtype.startswith("fp8") else None
 
     @property
     def caches_anything(self) -> bool:

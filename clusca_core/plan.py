@@ -91,7 +91,8 @@ class CallPlan:
         for slot, chunk in self._chunks(value):
             cache = slot.branches.get(key)
             if cache is None:
-                cache = TaylorCache(cfg.taylor_order, self.run.cache_dtype, self.run.cache_device)
+                cache = TaylorCache(cfg.taylor_order, self.run.cache_dtype, self.run.cache_device,
+                                    compact=cfg.cache_compact)
                 slot.branches[key] = cache
             cache.update(chunk, self.position)
             slot.position = self.position

@@ -7,12 +7,17 @@ from typing import Optional
 
 import torch
 
+from .compact import COMPACT_FROM_ORDER, Fp8Rows
 from .tokens import gather_tokens
 
 
 def _working_dtype(dtype: torch.dtype) -> torch.dtype:
     """Differences are formed in at least float32."""
     return dtype if dtype in (torch.float32, torch.float64) else torch.float32
+
+
+def _gather(f, index: torch.Tensor):
+    return f.gather(index) if isinstance(f, Fp8Rows) else gather_tokens(f, index)
 
 
 class TaylorCache:
@@ -26,18 +31,36 @@ class TaylorCache:
     Differences are formed in float32 and stored in ``dtype`` (default: the value's dtype).
     """
 
-    __slots__ = ("order", "dtype", "device", "factors", "position")
+    __slots__ = ("order", "dtype", "device", "factors", "position", "compact_from", "value_dtype")
 
-    def __init__(self, order: int, dtype: Optional[torch.dtype] = None, device: Optional[torch.device] = None):
+    def __init__(self, order: int, dtype: Optional[torch.dtype] = None, device: Optional[torch.device] = None,
+                 compact: Optional[str] = None):
         if order < 0:
             raise ValueError("order must be >= 0")
         self.order = order
         self.dtype = dtype
+        #: compact storage (``compact.COMPACT_FROM_ORDER``): factors of this order and above are kept as
+        #: float8 with per-token scales (:class:`~.compact.Fp8Rows`); None = none
+        self.compact_from = None if compact is None else COMPACT_FROM_ORDER[compact]
+        #: dtype of the recorded values (what a compact factor is decoded to)
+        self.value_dtype: Optional[torch.dtype] = None
         #: where the factors are stored (None: with the values). A CPU store for CUDA values uses pinned
         #: memory and asynchronous copies; forecasts bring the factors back to the compute device.
         self.device = None if device is None else torch.device(device)
         self.factors: list[torch.Tensor] = []
         self.position: Optional[float] = None
+
+    def _pack(self, t: torch.Tensor, order: int):
+        """Factor ``order`` as stored: compact (float8 + scales) from ``compact_from`` on, else ``t`` itself."""
+        if self.compact_from is not None and order >= self.compact_from:
+            return Fp8Rows.encode(t).map(self._store)
+        return self._store(t)
+
+    def _dense(self, f, device: torch.device, dtype: Optional[torch.dtype] = None) -> torch.Tensor:
+        """A stored factor as a tensor on ``device`` (in ``dtype``; a compact one in the values' dtype)."""
+        if isinstance(f, Fp8Rows):
+            return f.decode(dtype or self.value_dtype or torch.float32, device)
+        return self._fetch(f, device, dtype)
 
     def _store(self, t: torch.Tensor) -> torch.Tensor:
         if self.device is None or t.device == self.device:
@@ -55,21 +78,21 @@ class TaylorCache:
     def update(self, value: torch.Tensor, position: float) -> None:
         dtype = self.dtype or value.dtype
         value = value.detach()
+        self.value_dtype = value.dtype
         new = [value.to(dtype)]
         if self.factors and self.position is not None:
             delta = float(position) - self.position
             if abs(delta) < 1e-9:
-                new.extend(self.factors[1:])
-                new[0] = self._store(new[0])
-                self.factors, self.position = new, float(position)
+                self.factors = [self._pack(new[0], 0)] + self.factors[1:]
+                self.position = float(position)
                 return
             work = _working_dtype(dtype)
             prev = value.to(work)
             for i in range(min(self.order, len(self.factors))):
-                diff = (prev - self._fetch(self.factors[i], value.device, work)) / delta
+                diff = (prev - self._dense(self.factors[i], value.device, work)) / delta
                 new.append(diff.to(dtype))
                 prev = diff
-        self.factors = [self._store(f) for f in new]
+        self.factors = [self._pack(f, i) for i, f in enumerate(new)]
         self.position = float(position)
 
     @property
@@ -91,28 +114,32 @@ class TaylorCache:
         """Forecast at ``position``; a new tensor (the factors are never modified)."""
         if not self.factors:
             raise RuntimeError("TaylorCache.predict called before any full step was recorded")
-        out = self.factors[0].clone()
+        f0 = self.factors[0]
+        out = f0.decode(self.value_dtype) if isinstance(f0, Fp8Rows) else f0.clone()
         for factor, coef in self._higher_terms(position):
-            out.add_(factor, alpha=coef)
+            out.add_(self._dense(factor, out.device, out.dtype), alpha=coef)
         return out
 
     def forecast_rows(self, index: torch.Tensor, position: float, device=None, dtype=None) -> torch.Tensor:
         """The forecast of the tokens ``index`` (B, K) only: (B, K, D), without touching the other tokens."""
         device = torch.device(device) if device is not None else index.device
         idx = index.to(self.factors[0].device)
-        out = self._fetch(gather_tokens(self.factors[0], idx), device, dtype).clone()
+        out = self._dense(_gather(self.factors[0], idx), device, dtype).clone()
         for factor, coef in self._higher_terms(position):
-            out.add_(self._fetch(gather_tokens(factor, idx), device, dtype), alpha=coef)
+            out.add_(self._dense(_gather(factor, idx), device, out.dtype), alpha=coef)
         return out
 
     def order0_on(self, device: torch.device) -> torch.Tensor:
         """``F_0`` on ``device`` for an in-place update; pass the result to ``write_order0`` afterwards."""
-        return self._fetch(self.factors[0], torch.device(device))
+        return self._dense(self.factors[0], torch.device(device))
 
     def write_order0(self, value: torch.Tensor) -> None:
         """Store an updated ``F_0`` (a no-op when ``value`` is the stored tensor itself)."""
-        if value is not self.factors[0]:
-            self.factors[0].copy_(value, non_blocking=True)
+        f0 = self.factors[0]
+        if isinstance(f0, Fp8Rows):
+            self.factors[0] = self._pack(value, 0)
+        elif value is not f0:
+            f0.copy_(value, non_blocking=True)
 
     def add_forecast(self, base: torch.Tensor, gate: torch.Tensor, position: float,
                      out: torch.Tensor) -> torch.Tensor:
@@ -121,18 +148,18 @@ class TaylorCache:
         if not self.factors:
             raise RuntimeError("TaylorCache.add_forecast called before any full step was recorded")
         if gate is None:     # an ungated branch
-            torch.add(base, self._fetch(self.factors[0], out.device, out.dtype), out=out)
+            torch.add(base, self._dense(self.factors[0], out.device, out.dtype), out=out)
             for factor, coef in self._higher_terms(position):
-                out.add_(self._fetch(factor, out.device, out.dtype), alpha=coef)
+                out.add_(self._dense(factor, out.device, out.dtype), alpha=coef)
             return out
-        torch.addcmul(base, gate, self._fetch(self.factors[0], out.device, out.dtype), out=out)
+        torch.addcmul(base, gate, self._dense(self.factors[0], out.device, out.dtype), out=out)
         for factor, coef in self._higher_terms(position):
-            out.addcmul_(gate, self._fetch(factor, out.device, out.dtype), value=coef)
+            out.addcmul_(gate, self._dense(factor, out.device, out.dtype), value=coef)
         return out
 
     @property
     def nbytes(self) -> int:
-        return sum(f.numel() * f.element_size() for f in self.factors)
+        return sum(f.nbytes if isinstance(f, Fp8Rows) else f.numel() * f.element_size() for f in self.factors)
 
     def clear(self) -> None:
         self.factors = []

@@ -55,7 +55,8 @@ _PACK = None
 
 
 def bootstrap():
-    """Import ComfyUI in CPU mode (args.cpu must be set before comfy.model_management is imported)."""
+    """Import ComfyUI in CPU mode (args.cpu must be set before comfy.model_management is imported); with
+    ``CLUSCA_GPU=1`` in the environment, in ComfyUI's normal (GPU) mode instead (``benchmarks/gpu.py``)."""
     if not (COMFY_DIR / "comfyui_version.py").exists():
         raise RuntimeError(f"ComfyUI not found at {COMFY_DIR}; run scripts/setup_env.sh first")
     if str(COMFY_DIR) not in sys.path:
@@ -63,7 +64,7 @@ def bootstrap():
     import comfy.options
     comfy.options.enable_args_parsing(False)
     from comfy.cli_args import args
-    args.cpu = True
+    args.cpu = os.environ.get("CLUSCA_GPU") != "1"
     import comfy.model_management  # noqa: F401
     return COMFY_DIR
 

@@ -53,7 +53,8 @@ def _inputs() -> list:
                                  "frame, so more tokens are refreshed). No effect on images."),
         io.Combo.Input("cache_dtype", options=list(CACHE_DTYPES), default=d.cache_dtype, optional=True,
                        tooltip="Precision of the cached features. auto = the model's compute dtype; bf16/fp16 halve "
-                               "the cache memory of fp32 models."),
+                               "the cache memory of fp32 models; fp8 = every factor in float8 e4m3 with per-token scales (a quarter "
+                               "of fp32); fp8-diff = the order-0 factor in the model's dtype, the differences in fp8."),
         io.Combo.Input("cache_device", options=list(CACHE_DEVICES), default=d.cache_device, optional=True,
                        tooltip="Where the cache lives. auto = with the model (fastest); cpu = offload to pinned host "
                                "memory with asynchronous copies (saves VRAM, costs transfer time on GPU)."),

@@ -135,7 +135,9 @@ class ClusCaAdvanced(io.ComfyNode):
                 io.Boolean.Input("cluster_per_frame", default=False,
                                  tooltip="Video models: cluster every latent frame separately."),
                 io.Combo.Input("cache_dtype", options=list(CACHE_DTYPES), default="auto",
-                               tooltip="Precision of the cache: auto = the model's compute dtype."),
+                               tooltip="Precision of the cache: auto = the model's compute dtype; fp8 = every Taylor "
+                                       "factor in float8 with per-token scales (half of bf16); fp8-diff = only the "
+                                       "higher-order differences in fp8."),
                 io.Combo.Input("cache_device", options=list(CACHE_DEVICES), default="auto",
                                tooltip="auto = with the model; cpu = offloaded to pinned host memory."),
                 io.Combo.Input("memory_mode", options=list(MEMORY_MODES), default="full",

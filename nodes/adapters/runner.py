@@ -12,6 +12,8 @@
 
 from __future__ import annotations
 
+import logging
+import weakref
 from typing import Optional
 
 import torch
@@ -19,6 +21,8 @@ import torch
 from .base import close_enough, submodule
 from .block_steps import run_full_captured
 from .spec import BlockKind, Branch, Stream
+
+log = logging.getLogger("ClusCa")
 
 #: plan.extras key: the outputs of the last block of a clustering kind, clustered when the next kind starts
 PENDING_CLUSTERS = "pending_cluster_outputs"
@@ -158,9 +162,36 @@ def _split_active(plan, kind: BlockKind, block):
 
 # -- cached steps -----------------------------------------------------------------------------------------
 
+#: per run: block kind key -> whether its partial cached modulation matched the full one on its first cached call
+_PARTIAL_CHECKED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _cached_mods(kind: BlockKind, block, args: dict, plan, split) -> dict:
+    """The modulations of a cached step: the kind's partial ``cached_modulation`` when it has one (and no split
+    needs the whole), checked once per run against the full one (a mismatch, e.g. a linear layer whose forward
+    does more than its weights say, switches back to the full modulation for the run)."""
+    if kind.cached_modulation is None or split is not None:
+        return kind.modulation(block, args, plan.extras)
+    checked = _PARTIAL_CHECKED.setdefault(plan.run, {})
+    ok = checked.get(kind.key)
+    if ok is False:
+        return kind.modulation(block, args, plan.extras)
+    mods = kind.cached_modulation(block, args, plan.extras)
+    if ok is None:
+        full = kind.modulation(block, args, plan.extras)
+        checked[kind.key] = ok = all(
+            getattr(m, part) is None or close_enough(getattr(m, part), getattr(full[name], part))
+            for name, m in mods.items() for part in ("shift", "scale", "gate"))
+        if not ok:
+            log.warning("ClusCa - %s: the partial modulation of cached steps differs from the blocks' own; "
+                        "using the full modulation for this run", kind.key)
+            return full
+    return mods
+
+
 def _run_cached(kind: BlockKind, index: int, block, args: dict, plan) -> dict:
-    mods = kind.modulation(block, args, plan.extras)
     split = _split_active(plan, kind, block)
+    mods = _cached_mods(kind, block, args, plan, split)
     out = {}
     for stream in kind.streams:
         x = args[stream.name]

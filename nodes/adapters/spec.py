@@ -125,6 +125,10 @@ class BlockKind:
                 blocks compute; Lumina's one stream of caption + image tokens).
     split:      optional :class:`ParallelSplit` for ``refresh_scope="all"`` (the MLP half of parallel blocks).
     forward_patch: set when the model offers no patch point for these blocks (:class:`ForwardPatch`).
+    cached_modulation: optional ``fn(block, args, extras) -> {name: Mod}`` for cached steps without the
+                parallel split: only the parts a cached step uses (the gates of forecast branches, all of a
+                refreshed MLP branch's), computed from only those rows of the modulation linear
+                (``adapters.modulation``); parts it leaves out are None.
     """
     key: str
     blocks: str
@@ -135,6 +139,7 @@ class BlockKind:
     joint: tuple = ()
     split: Optional["ParallelSplit"] = None
     forward_patch: Optional[ForwardPatch] = None
+    cached_modulation: Optional[Callable] = None
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import math
 
+import torch
+
+from ..adapters.modulation import modulation_chunks
 from ..adapters.spec import BlockKind, Branch, CallTokens, Family, Mod, Stream, TokenMlp
 
 
@@ -19,6 +22,17 @@ def _dit_class():
 def modulation(block, args: dict, extras: dict) -> dict:
     shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = (m.unsqueeze(1) for m in block.modulation(args["vec"]))
     return {"msa": Mod(shift_msa, scale_msa, gate_msa), "mlp": Mod(shift_mlp, scale_mlp, gate_mlp)}
+
+
+def cached_modulation(block, args: dict, extras: dict) -> dict:
+    """A cached step's modulation: the attention gate and the MLP modulation (rows 2-5 of 6)."""
+    seq = getattr(block, "adaLN_modulation", None)
+    if not isinstance(seq, torch.nn.Sequential) or len(seq) != 2 or not isinstance(seq[0], torch.nn.SiLU) \
+            or not isinstance(seq[1], torch.nn.Linear):
+        return modulation(block, args, extras)
+    gate_msa, shift_mlp, scale_mlp, gate_mlp = (m.unsqueeze(1) for m in modulation_chunks(
+        seq[1], torch.nn.functional.silu(args["vec"]), 6, 2, 4))
+    return {"msa": Mod(gate=gate_msa), "mlp": Mod(shift_mlp, scale_mlp, gate_mlp)}
 
 
 def tokens(dm, bound: dict, config):
@@ -33,7 +47,8 @@ BLOCK = BlockKind(
     key="double_block", blocks="blocks",
     streams=(Stream("img", (Branch("attn", "attn", "msa"),
                             Branch("mlp", "mlp", "mlp", TokenMlp("norm2", "mlp"))), clusters="img"),),
-    modulation=modulation, modulation_modules=("adaLN_modulation",), clusters=True)
+    modulation=modulation, modulation_modules=("adaLN_modulation",), clusters=True,
+    cached_modulation=cached_modulation)
 
 DIT = Family(
     key="dit", name="DiT", model_class=_dit_class, block_kinds=(BLOCK,), tokens=tokens,

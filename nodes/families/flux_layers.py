@@ -23,6 +23,7 @@ import math
 import torch
 
 from ..adapters.runner import COPY_BRANCH_OUTPUTS
+from ..adapters.modulation import modulation_chunks
 from ..adapters.spec import BlockKind, Branch, CallTokens, Mod, ParallelSplit, Stream, TokenMlp, as_mod, per_token
 
 #: CallTokens.extras key: (target image tokens, text tokens) of a call whose reference latents have their own
@@ -62,6 +63,42 @@ def single_modulation(block, args: dict, extras: dict) -> dict:
     return {"mod": as_mod(mod) if zero is None else _rows_from(mod, args["img"].shape[1], zero[0] + zero[1])}
 
 
+def _modulation_input(block_mod, vec):
+    """What ``Modulation.forward`` feeds its linear; None when ``block_mod`` is not ComfyUI's ``Modulation``."""
+    if type(block_mod).__name__ != "Modulation" or not isinstance(getattr(block_mod, "lin", None), torch.nn.Linear):
+        return None
+    if vec.ndim == 2:
+        vec = vec[:, None, :]
+    return torch.nn.functional.silu(vec)
+
+
+def double_cached_modulation(block, args: dict, extras: dict) -> dict:
+    """A cached step's modulation: the attention gates and the MLP modulations (rows 2-5 of 6)."""
+    mods = (getattr(block, "img_mod", None), getattr(block, "txt_mod", None))
+    if not getattr(block, "modulation", True) or extras.get(TIMESTEP_ZERO_FROM) is not None \
+            or any(getattr(m, "multiplier", None) != 6 for m in mods):
+        return double_modulation(block, args, extras)
+    out = {}
+    for name, m in zip(("img", "txt"), mods):
+        x = _modulation_input(m, args["vec"])
+        if x is None:
+            return double_modulation(block, args, extras)
+        gate1, shift2, scale2, gate2 = modulation_chunks(m.lin, x, 6, 2, 4)
+        out[f"{name}_attn"] = Mod(gate=gate1)
+        out[f"{name}_mlp"] = Mod(shift2, scale2, gate2)
+    return out
+
+
+def single_cached_modulation(block, args: dict, extras: dict) -> dict:
+    """A cached step's modulation of a single block whose output is forecast whole: the gate (row 2 of 3)."""
+    m = getattr(block, "modulation", None)
+    x = _modulation_input(m, args["vec"]) if m is not None else None
+    if x is None or getattr(m, "multiplier", None) != 3 or extras.get(TIMESTEP_ZERO_FROM) is not None:
+        return single_modulation(block, args, extras)
+    (gate,) = modulation_chunks(m.lin, x, 3, 2, 1)
+    return {"mod": Mod(gate=gate)}
+
+
 def _stream(name: str) -> Stream:
     return Stream(name, (Branch("attn", f"{name}_attn.proj", f"{name}_attn"),
                          Branch("mlp", f"{name}_mlp", f"{name}_mlp", TokenMlp(f"{name}_norm2", f"{name}_mlp"))),
@@ -88,12 +125,14 @@ def _single_mlp(block, mod: Mod, x):
 
 DOUBLE = BlockKind(
     key="double_block", blocks="double_blocks", streams=(_stream("img"), _stream("txt")),
-    modulation=double_modulation, modulation_modules=("img_mod", "txt_mod"), clusters=True)
+    modulation=double_modulation, modulation_modules=("img_mod", "txt_mod"), clusters=True,
+    cached_modulation=double_cached_modulation)
 
 SINGLE = BlockKind(
     key="single_block", blocks="single_blocks",
     streams=(Stream("img", (Branch("total", "linear2", "mod"),), clusters="joint"),),
     modulation=single_modulation, modulation_modules=("modulation",), joint=("txt", "img"),
+    cached_modulation=single_cached_modulation,
     # refresh_scope="all": the MLP half of the parallel single blocks refreshed too (not with the yak MLP of
     # Ovis / LongCat, whose activation needs both halves of linear1's MLP part)
     split=ParallelSplit(mlp_part=_single_mlp_part, mlp=_single_mlp,

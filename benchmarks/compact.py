@@ -1,0 +1,102 @@
+"""Fidelity cost of the compact cache storage (``cache_dtype`` fp8 / fp8-diff) on the trained reference models.
+
+For every reference model (``reference_models/*.safetensors``), the same conditions (prompts or classes, seeds),
+sampler and steps for every method, as ``benchmarks.suite --part fidelity`` does: PSNR of the decoded output of
+ClusCa against the uncached output, with the default cache dtype (auto = the model's dtype) and with each
+compact storage; the loss is the difference of the mean PSNRs. Two schedules: the Apply ClusCa node left at
+its defaults (the family's reference settings, fixed interval) and the speed-up controller at 4x (the basic
+node's default).
+
+    .venv/bin/python -m benchmarks.compact --seeds 8        # writes out/bench/compact.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import defaultdict
+from pathlib import Path
+
+from devkit.comfy_env import REPO, load_pack
+
+from .methods import Method
+
+DTYPES = ("auto", "bf16", "fp8", "fp8-diff")
+SCHEDULES = {"node defaults": {}, "speed-up 4x": dict(target_speedup=4.0, warmup_steps=2, fresh_interval=5)}
+#: the target of issue 14: the compact storage may become the default if it loses at most this on every model
+MAX_LOSS_DB = 0.3
+
+
+def methods() -> list[Method]:
+    return [Method(f"{sched} | {dt}", sched, node=dict(settings, cache_dtype=dt), extra={"node_defaults": True})
+            for sched, settings in SCHEDULES.items() for dt in DTYPES]
+
+
+def losses(results: list[dict]) -> dict:
+    """model -> schedule -> dtype -> (mean PSNR, loss vs auto in dB, peak cache bytes)."""
+    table: dict = defaultdict(lambda: defaultdict(dict))
+    for r in results:
+        if " | " not in r["method"]:
+            continue
+        sched, dt = r["method"].split(" | ")
+        table[r["model"]][sched][dt] = {"psnr": r.get("psnr"), "peak_cache_bytes": r["peak_cache_bytes"]}
+    for model in table.values():
+        for row in model.values():
+            for v in row.values():
+                v["loss_db"] = row["auto"]["psnr"] - v["psnr"]
+    return table
+
+
+def _cell(row: dict, dtype: str) -> str:
+    v = row[dtype]
+    change = "reference" if dtype == "auto" else f"{-v['loss_db']:+.2f} dB"
+    return f"{v['psnr']:.2f} dB ({change}), {v['peak_cache_bytes'] / 2 ** 20:.1f} MiB"
+
+
+def markdown(table: dict) -> str:
+    """One row per model and schedule: mean PSNR and loss of each storage, and its peak cache bytes."""
+    out = ["| model | schedule | " + " | ".join(DTYPES) + " |", "|---|---|" + "---|" * len(DTYPES)]
+    for model, scheds in table.items():
+        for sched, row in scheds.items():
+            cells = [_cell(row, dt) for dt in DTYPES]
+            out.append(f"| {model.removesuffix('.safetensors')} | {sched} | " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seeds", type=int, default=8)
+    ap.add_argument("--steps", type=int, default=50)
+    ap.add_argument("--cfg", type=float, default=4.0)
+    ap.add_argument("--out", default=str(REPO / "out" / "bench" / "compact.json"))
+    ap.add_argument("--report", action="store_true", help="print the markdown table of an earlier --out file")
+    args = ap.parse_args(argv)
+    if args.report:
+        print(markdown(json.loads(Path(args.out).read_text())["losses"]))
+        return 0
+    load_pack()
+    from .suite import run_fidelity
+    results = run_fidelity(methods(), args.seeds, args.steps, args.cfg)
+    table = losses(results)
+    worst = defaultdict(float)
+    for model, scheds in table.items():
+        for sched, row in scheds.items():
+            print(f"{model} [{sched}]: " + ", ".join(
+                f"{dt} {v['psnr']:.2f} dB (loss {v['loss_db']:+.2f} dB, {v['peak_cache_bytes'] / 2 ** 20:.1f} MiB)"
+                for dt, v in row.items()), flush=True)
+            for dt, v in row.items():
+                worst[dt] = max(worst[dt], v["loss_db"])
+    for dt in ("fp8", "fp8-diff"):
+        verdict = "meets" if worst[dt] <= MAX_LOSS_DB else "does NOT meet"
+        print(f"{dt}: worst loss {worst[dt]:.2f} dB over models and schedules -> {verdict} the "
+              f"{MAX_LOSS_DB} dB bound")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"seeds": args.seeds, "steps": args.steps, "cfg": args.cfg, "results": results,
+                               "losses": table, "worst_loss_db": worst}, indent=2))
+    print(f"results in {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

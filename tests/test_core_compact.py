@@ -1,0 +1,88 @@
+"""Compact (float8 e4m3, per-token scale) storage of Taylor factors."""
+
+import pytest
+import torch
+
+from clusca_core.compact import Fp8Rows, available
+from clusca_core.propagation import propagate_fresh
+from clusca_core.taylor import TaylorCache
+
+pytestmark = pytest.mark.skipif(not available(), reason="this torch has no float8_e4m3fn")
+
+#: e4m3 keeps 3 mantissa bits: a value is rounded to within 2^-4 of itself (relative), and values far
+#: below their row's largest one also lose to the row scale (subnormals), so the bound is on the row maximum
+REL = 2.0 ** -4
+
+
+def test_round_trip_is_within_fp8_rounding_per_token_row():
+    g = torch.Generator().manual_seed(0)
+    # rows of very different magnitudes: a per-row scale keeps each one's relative precision
+    x = torch.randn(2, 6, 32, generator=g) * torch.logspace(-4, 4, 6).view(1, 6, 1)
+    f = Fp8Rows.encode(x)
+    assert f.data.dtype == torch.float8_e4m3fn and f.scale.shape == (2, 6, 1)
+    err = (f.decode() - x).abs().amax(dim=-1)
+    assert (err <= REL * x.abs().amax(dim=-1)).all()
+    assert not torch.equal(f.decode(), x)            # it is lossy: the test measures a real rounding
+    assert f.nbytes == 2 * 6 * 32 + 2 * 6 * 4
+    idx = torch.tensor([[5, 0], [2, 3]])
+    torch.testing.assert_close(f.gather(idx).decode(), torch.stack([f.decode()[0, [5, 0]], f.decode()[1, [2, 3]]]))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_the_cpu_decode_table_gives_torchs_own_conversion_for_every_code(dtype):
+    from clusca_core.compact import decode_table
+    codes = torch.arange(256, dtype=torch.int32).to(torch.uint8).view(torch.float8_e4m3fn)
+    want = codes.to(torch.float32).to(dtype)
+    got = decode_table(dtype, torch.device("cpu"))
+    assert got.dtype == dtype
+    assert torch.equal(got.isnan(), want.isnan()) and torch.equal(got[~got.isnan()], want[~want.isnan()])
+    x = torch.randn(1, 4, 16, dtype=dtype)
+    f = Fp8Rows.encode(x)
+    assert torch.equal(f.decode(dtype), f.data.to(dtype) * f.scale.to(dtype))
+
+
+def test_zero_rows_stay_zero():
+    f = Fp8Rows.encode(torch.zeros(1, 3, 8))
+    assert torch.equal(f.decode(), torch.zeros(1, 3, 8))
+
+
+@pytest.mark.parametrize("compact", ["fp8", "fp8-diff"])
+def test_compact_factors_forecast_within_fp8_tolerance(compact):
+    a, b = torch.randn(1, 16, 24), torch.randn(1, 16, 24)
+    f = lambda s: a + b * s  # noqa: E731
+    dense, small = TaylorCache(1), TaylorCache(1, compact=compact)
+    for p in (0.0, 2.0, 4.0):
+        dense.update(f(p), p)
+        small.update(f(p), p)
+    assert small.nbytes < dense.nbytes
+    if compact == "fp8":
+        assert small.nbytes == 2 * (16 * 24 + 16 * 4)
+    else:
+        assert small.nbytes == 16 * 24 * 4 + 16 * 24 + 16 * 4
+    for s in (5.0, 7.0):
+        want = dense.predict(s)
+        got = small.predict(s)
+        assert got.dtype == want.dtype
+        # error of F0 (x1) plus F1 (x d) rounding, each within REL of its row maximum (F1 is formed against
+        # the stored, rounded F0, hence the factor 2 on F0's share)
+        d = s - 4.0
+        bound = REL * (2 * f(4.0).abs().amax(-1, keepdim=True) + d * b.abs().amax(-1, keepdim=True)) * 2
+        assert ((got - want).abs() <= bound).all()
+        base, gate = torch.randn(1, 16, 24), torch.randn(1, 1, 24)
+        torch.testing.assert_close(small.add_forecast(base, gate, s, out=torch.empty_like(base)),
+                                   base + gate * got)
+        idx = torch.tensor([[3, 9]])
+        torch.testing.assert_close(small.forecast_rows(idx, s), got[:, [3, 9]])
+
+
+def test_compact_order0_refresh_is_written_back():
+    cache = TaylorCache(1, compact="fp8")
+    cache.update(torch.randn(1, 8, 16), 0.0)
+    f0 = cache.order0_on(torch.device("cpu"))
+    labels = torch.zeros(1, 8, dtype=torch.long)
+    fresh = torch.full((1, 1, 16), 3.0)
+    propagate_fresh(f0, labels, torch.tensor([[2]]), fresh, 0.5)
+    cache.write_order0(f0)
+    stored = cache.order0_on(torch.device("cpu"))
+    torch.testing.assert_close(stored[0, 2], fresh[0, 0])          # 3.0 is exact in fp8 with its row scale
+    assert (stored - f0).abs().max() <= REL * f0.abs().max()
