@@ -59,7 +59,7 @@ ERROR_PRIOR_SOURCE = {
 #: ``python -m benchmarks.controller --part profile --conditions 4`` (simple scheduler, euler, CFG 4), the last
 #: two from the controller with and without them on the reference model (4 conditions; the closing note of the
 #: session that measured them): last step full +1 to +4.6 dB on Qwen-Image, -0.5 to -5 dB on FLUX and DiT; late
-#: runs +1 to +6 dB on HunyuanVideo at 3-5x, -3 dB on DiT at 3x. Wan: by analogy with HunyuanVideo, not measured
+#: runs +1 to +6 dB on HunyuanVideo at 3-5x, -3 dB on DiT at 3x; Wan (8 conditions) +6.9 / +2.7 / +1.7 dB at 3 / 4 / 5x
 MEASURED_ERROR_PROFILES = {
     "flux_shapes": ((0.103, 0.0652, 0.0549, 0.0404, 0.0306, 0.036, 0.0267, 0.0323, 0.0292, 0.0434), 0.266, False, False),
     "hunyuan_video_shapes": ((0.0313, 0.0346, 0.0425, 0.0407, 0.0373, 0.0539, 0.0535, 0.0715, 0.083, 0.1215), 0.286,
