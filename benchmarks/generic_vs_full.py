@@ -12,7 +12,8 @@ averaged over the conditions.
     OMP_NUM_THREADS=1 .venv/bin/python -m benchmarks.generic_vs_full            # 8 conditions, N = 3, 5, 7
     OMP_NUM_THREADS=1 .venv/bin/python -m benchmarks.generic_vs_full --seeds 2 --intervals 5
 
-(Wan is not on main yet: add it here once its adapter lands and it has a trained reference model.)
+    OMP_NUM_THREADS=1 .venv/bin/python -m benchmarks.generic_vs_full --model wan_shapes --seeds 4 --intervals 3,5
+(On models without the old presets, e.g. Wan, only the fixed-schedule rows are measured.)
 """
 
 from __future__ import annotations
@@ -27,8 +28,8 @@ from devkit.comfy_env import REPO, load_pack, pack_module
 
 #: the methods: (name, adapter: "family" or "generic", node inputs besides the interval)
 METHODS = (
-    ("ClusCa (FLUX.1 adapter)", "family", dict(mode="clusca")),
-    ("TaylorSeer per branch (FLUX.1 adapter, no clusters)", "family", dict(mode="taylorseer")),
+    ("ClusCa (family adapter)", "family", dict(mode="clusca")),
+    ("TaylorSeer per branch (family adapter, no clusters)", "family", dict(mode="taylorseer")),
     ("generic block forecast", "generic", dict(mode="taylorseer")),
 )
 #: the FLUX.1 adapter's error-adaptive presets (the generic forecast has none: it falls back to the fixed schedule)
@@ -51,6 +52,7 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--cfg", type=float, default=4.0)
     ap.add_argument("--intervals", default="3,5,7")
+    ap.add_argument("--model", default="flux_shapes", help="reference model (flux_shapes, wan_shapes, ...)")
     ap.add_argument("--out", default=str(REPO / "out" / "generic_vs_full.json"))
     args = ap.parse_args(argv)
     load_pack()
@@ -61,10 +63,12 @@ def main(argv=None) -> int:
     config_cls = pack_module("clusca_core.config").ClusCaConfig
     apply = pack_module("nodes.patching").apply_clusca
     generic = pack_module("nodes.adapters.generic")
-    model, spec = ref.load_reference_model("flux_shapes")
-    adapter, why = generic.detect(model.model.diffusion_model, "FLUX.1")
+    model, spec = ref.load_reference_model(args.model)
+    adapter, why = generic.detect(model.model.diffusion_model, args.model)
     if adapter is None:
-        raise SystemExit(f"the generic forecast does not take the FLUX reference model: {why}")
+        raise SystemExit(f"the generic forecast does not take {args.model}: {why}")
+    family_key = pack_module("nodes.adapters").find_adapter(model.model.diffusion_model)[0].key
+    presets = PRESETS if pack_module("nodes.presets").presets_for(family_key) else ()
     intervals = [int(n) for n in args.intervals.split(",")]
     examples = spec.prompts.get("examples") or []
     conditions = [(examples[i % len(examples)], 1000 + i) for i in range(args.seeds)]
@@ -82,8 +86,8 @@ def main(argv=None) -> int:
                 s = clusca_summary(m)
                 assert s is not None and (s.get("method") == generic.METHOD) == (kind == "generic"), s
                 record(rows, n, name, image, base, s, fidelity)
-        for preset in PRESETS:
-            name = f"preset {preset} (FLUX.1 adapter, error-adaptive)"
+        for preset in presets:
+            name = f"preset {preset} (family adapter, error-adaptive)"
             m = apply(model, config_cls(preset=preset))
             image = spec.decode(sample(m, pos, neg, steps=args.steps, cfg=args.cfg, latent=latent, seed=seed))
             record(rows, "adaptive", name, image, base, clusca_summary(m), fidelity)
@@ -95,7 +99,7 @@ def main(argv=None) -> int:
                       "full_steps": statistics.mean(row["full_steps"]),
                       "psnr": statistics.mean(row["psnr"]), "psnr_min": min(row["psnr"]),
                       "ssim": statistics.mean(row["ssim"]), "peak_cache_bytes": max(row["cache_bytes"])})
-    print(f"\nFLUX reference model (flux_shapes), {args.steps} steps, cfg {args.cfg}, {len(conditions)} conditions, "
+    print(f"\nreference model {args.model}, {args.steps} steps, cfg {args.cfg}, {len(conditions)} conditions, "
           "PSNR / SSIM of the decoded output vs uncached:\n")
     print("| N | method | full steps | PSNR dB (mean) | PSNR dB (worst) | SSIM | cache |")
     print("|---|---|---|---|---|---|---|")

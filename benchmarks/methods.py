@@ -32,7 +32,9 @@ class Method:
         if self.node is None:
             return model
         import nodes
-        inputs = dict(self.node) if self.extra.get("node_defaults") else dict(FAMILY_SETTINGS[family], **self.node)
+        # families without reference code of their own: the reference code's FLUX settings (as the paper choice)
+        base = FAMILY_SETTINGS.get(family, FAMILY_SETTINGS["flux"])
+        inputs = dict(self.node) if self.extra.get("node_defaults") else dict(base, **self.node)
         return nodes.NODE_CLASS_MAPPINGS["ApplyClusCa"].execute(model=model, **inputs).result[0]
 
 

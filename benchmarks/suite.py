@@ -79,12 +79,14 @@ def fidelity(a: torch.Tensor, b: torch.Tensor) -> dict:
 
 # -- fidelity on the trained reference models ---------------------------------------------------------------
 
-def run_fidelity(methods: list[Method], seeds: int, steps: int, cfg: float) -> list[dict]:
+def run_fidelity(methods: list[Method], seeds: int, steps: int, cfg: float, models=None) -> list[dict]:
     from devkit.tiny_models import sample
     from devkit.comfy_env import pack_module
     ref = pack_module("nodes.reference")
     results = []
     for name in ref.list_reference_models():
+        if models and name.replace(".safetensors", "") not in models:
+            continue
         model, spec = ref.load_reference_model(name)
         examples = spec.prompts.get("examples") or []
         if spec.family == "dit":
@@ -354,6 +356,12 @@ def plot(fid: list[dict], path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+def merged(old, new: list) -> list:
+    """``new`` rows, and the ``old`` rows of the models ``new`` does not cover."""
+    covered = {r["model"] for r in new}
+    return [r for r in (old or []) if r["model"] not in covered] + new
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--part", action="append", choices=("fidelity", "presets", "speed", "gpu"))
@@ -365,11 +373,14 @@ def main(argv=None) -> int:
     ap.add_argument("--families", default="flux,hunyuan_video,dit")
     ap.add_argument("--speed-methods", default="", help="comma-separated subset of the speed methods (default: all)")
     ap.add_argument("--quick", action="store_true", help="2 conditions, intervals 3 and 5, 1 speed repeat")
+    ap.add_argument("--models", default="", help="fidelity / presets: only these reference models (comma-separated "
+                                                  "names); their rows replace those models' earlier rows")
     ap.add_argument("--out", default=str(DOCS / "benchmarks.json"))
     args = ap.parse_args(argv)
     if args.quick:
         args.seeds, args.intervals, args.repeats = 2, "3,5", 1
     load_pack()
+    models = [m for m in args.models.split(",") if m]
     parts = args.part or ["fidelity", "presets", "speed", "gpu"]
     data = {"machine": f"{platform.machine()}, {torch.get_num_threads()} CPU threads, torch {torch.__version__}",
             }
@@ -382,10 +393,11 @@ def main(argv=None) -> int:
     if "fidelity" in parts:
         methods = (interval_methods([int(n) for n in args.intervals.split(",")]) + adaptive_methods()
                    + easycache_methods())
-        data["fidelity"] = run_fidelity(methods, args.seeds, args.steps, args.cfg)
+        data["fidelity"] = merged(data.get("fidelity"), run_fidelity(methods, args.seeds, args.steps, args.cfg, models))
         plot(data["fidelity"], DOCS / "images" / "benchmark_fidelity.png")
     if "presets" in parts:
-        data["presets"] = run_fidelity(preset_methods(), args.seeds, args.steps, args.cfg)
+        data["presets"] = merged(data.get("presets"), run_fidelity(preset_methods(), args.seeds, args.steps, args.cfg,
+                                                                   models))
     if "speed" in parts:
         data["speed"] = run_speed(args.families.split(","), args.repeats,
                                   [m for m in args.speed_methods.split(",") if m] or None)
