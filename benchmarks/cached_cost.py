@@ -18,12 +18,9 @@ modulation weights a cached step uses, and the weights of the representatives' M
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import statistics
 import time
 from contextlib import contextmanager
-from pathlib import Path
 
 import torch
 
@@ -31,7 +28,7 @@ from devkit.comfy_env import REPO, load_pack, pack_module
 
 from .presets import PRESETS
 from .speed import TIMER_KEY, call_timer
-from .timing import interleaved, median
+from .timing import interleaved, median, write_results
 
 
 def copy_bandwidth(mib: int = 256, repeats: int = 5) -> float:
@@ -208,11 +205,7 @@ def main(argv=None) -> int:
                   f"{100 * v['cached_over_full_within_run']:.2f}% of its full call ({1000 * v['run_full_call_s']:.0f} ms); "
                   f"floor {v['floor_bytes']['total'] / 2 ** 20:.0f} MiB -> {1000 * v['floor_s']:.1f} ms = "
                   f"{100 * v['floor_over_full']:.2f}%", flush=True)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    machine = f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
-    out.write_text(json.dumps({"machine": machine, "results": results}, indent=2))
-    print(f"results in {out}")
+    write_results(args.out, results)
     return 0
 
 

@@ -334,6 +334,7 @@ def speedup_table(data: dict) -> str:
 
 
 def plot(front: list, path: Path) -> None:
+    from .suite import label_axes, save_figure
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -343,14 +344,8 @@ def plot(front: list, path: Path) -> None:
                             ("controller", "D-")):
             pts = sorted((STEPS / r["full_steps"], r["psnr"]) for r in res["rows"][kind])
             ax.plot([p[0] for p in pts], [p[1] for p in pts], style, label=kind)
-        ax.set_title(res["model"])
-        ax.set_xlabel("speed-up bound (steps / full steps)")
-        ax.set_ylabel("PSNR vs uncached (dB)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
+        label_axes(ax, res["model"])
+    save_figure(fig, path, dpi=100)
 
 
 def main(argv=None) -> int:

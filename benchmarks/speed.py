@@ -12,18 +12,15 @@ also measures every model call, which gives the cost of a cached step relative t
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import statistics
 import time
-from pathlib import Path
 
 import torch
 
 from devkit.comfy_env import REPO, load_pack
 
 from .presets import PRESETS
-from .timing import interleaved, median
+from .timing import interleaved, median, write_results
 
 TIMER_KEY = "clusca_bench_timer"
 
@@ -99,11 +96,7 @@ def main(argv=None) -> int:
               f"({100 * r['fraction_of_bound']:.1f}% of bound); cached step {1000 * r['cached_call_s']:.0f} ms = "
               f"{100 * r['cached_step_cost_fraction']:.2f}% of a full step ({1000 * r['full_call_s']:.0f} ms); "
               f"PSNR {r['psnr_db']:.1f} dB", flush=True)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    machine = f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
-    out.write_text(json.dumps({"machine": machine, "results": results}, indent=2))
-    print(f"results in {out}")
+    write_results(args.out, results)
     return 0
 
 

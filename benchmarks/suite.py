@@ -346,14 +346,23 @@ def plot(fid: list[dict], path: Path) -> None:
         for curve, pts in curves.items():
             pts.sort()
             ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=curve)
-        ax.set_title(model)
-        ax.set_xlabel("speed-up bound (steps / full steps)")
-        ax.set_ylabel("PSNR vs uncached (dB)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        label_axes(ax, model)
+    save_figure(fig, path, dpi=110)
+
+
+def label_axes(ax, title: str) -> None:
+    """The axes of a fidelity-vs-speed-up plot."""
+    ax.set_title(title)
+    ax.set_xlabel("speed-up bound (steps / full steps)")
+    ax.set_ylabel("PSNR vs uncached (dB)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+
+
+def save_figure(fig, path: Path, dpi: int) -> None:
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=dpi)
 
 
 def merged(old, new: list) -> list:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import platform
 import statistics
 import time
+from pathlib import Path
 from typing import Callable
 
 
@@ -24,3 +27,13 @@ def interleaved(variants: dict[str, Callable[[], object]], repeats: int, warmup:
 
 def median(values: list[float]) -> float:
     return statistics.median(values)
+
+
+def write_results(path, results: list) -> None:
+    """A benchmark's results as JSON, with the machine they were measured on."""
+    import torch
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    machine = f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+    out.write_text(json.dumps({"machine": machine, "results": results}, indent=2))
+    print(f"results in {out}")
