@@ -89,6 +89,9 @@ class RunState:
         self.disabled: Optional[str] = None
         #: whether a full call has already been checked against the family's view of the blocks
         self.verified = False
+        #: results of the adapter's once-per-run checks of cached calls (check name -> value), e.g. whether a
+        #: block kind's partial modulation matched the full one
+        self.cached_checks: dict = {}
         #: measure the forecast error at the representatives (verbose mode, adaptive schedules)
         self.track_probe = bool(config.verbose or self.schedule.needs_probe)
 

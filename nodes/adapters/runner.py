@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import logging
-import weakref
 from typing import Optional
 
 import torch
@@ -162,17 +161,14 @@ def _split_active(plan, kind: BlockKind, block):
 
 # -- cached steps -----------------------------------------------------------------------------------------
 
-#: per run: block kind key -> whether its partial cached modulation matched the full one on its first cached call
-_PARTIAL_CHECKED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-
-
 def _cached_mods(kind: BlockKind, block, args: dict, plan, split) -> dict:
     """The modulations of a cached step: the kind's partial ``cached_modulation`` when it has one (and no split
     needs the whole), checked once per run against the full one (a mismatch, e.g. a linear layer whose forward
     does more than its weights say, switches back to the full modulation for the run)."""
     if kind.cached_modulation is None or split is not None:
         return kind.modulation(block, args, plan.extras)
-    checked = _PARTIAL_CHECKED.setdefault(plan.run, {})
+    # per run: block kind key -> whether its partial modulation matched the full one on its first cached call
+    checked = plan.run.cached_checks.setdefault("partial_modulation", {})
     ok = checked.get(kind.key)
     if ok is False:
         return kind.modulation(block, args, plan.extras)
