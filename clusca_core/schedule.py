@@ -267,7 +267,9 @@ class SpeedupSchedule(Schedule):
         # the run's last step gives the output: when the budget allows, it runs in full
         if final_full and self.num_steps and self.budget > sum(self.forced) and not self.forced[-1]:
             self.forced[-1] = True
-        self.prior = None if prior is None else [max(float(p), 1e-9) for p in prior.per_step(self.num_steps)]
+        # the expected error at distance 1 per step, up to a scale (flat without a profile)
+        self.prior = [1.0] * self.num_steps if prior is None else [max(float(p), 1e-9)
+                                                                   for p in prior.per_step(self.num_steps)]
         self.growth = self.GROWTH if prior is None else float(prior.growth)
         self.prior_source = "flat" if prior is None else (prior.source or "given")
         self.late_runs = prior is not None and prior.late_runs
@@ -328,11 +330,10 @@ class SpeedupSchedule(Schedule):
         sw = sy = 0.0
         for t, (d, e) in seen:
             w = 0.5 ** ((now - t) / self.HALF_LIFE)
-            base = self.prior[t] if self.prior is not None else 1.0
             sw += w
-            sy += w * math.log(e / (self._shape(d) * base))
+            sy += w * math.log(e / (self._shape(d) * self.prior[t]))
         scale = math.exp(sy / sw)
-        return [scale * (self.prior[t] if self.prior is not None else 1.0) for t in steps]
+        return [scale * self.prior[t] for t in steps]
 
     def simulate(self, step: int, tau: float, rates: dict) -> int:
         """Full steps the threshold rule with ``tau`` takes from ``step`` to the end (forced ones excluded),

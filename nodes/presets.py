@@ -73,8 +73,8 @@ MEASURED_ERROR_PROFILES = {
 
 
 def error_prior_for(family_key: str):
-    """The speed-up controller's prior for a family (None: no profile, the controller follows the trend of the
-    errors it measures)."""
+    """The speed-up controller's prior for a family (None: no profile; the controller then expects the same error
+    at every step, scaled to the errors it measures)."""
     from ..clusca_core.schedule import ErrorPrior
     source = ERROR_PRIOR_SOURCE.get(family_key, "")
     measured = MEASURED_ERROR_PROFILES.get(source)
