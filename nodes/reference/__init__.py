@@ -1,5 +1,5 @@
 """Small trained reference models of the architectures ClusCa accelerates (FLUX, HunyuanVideo, DiT, Qwen-Image,
-Wan 2.1), bundled in ``reference_models/``, and their nodes; the loader also builds FLUX.2 files (none is bundled). See ``docs/reference_models.md``.
+FLUX.2, Wan 2.1), bundled in ``reference_models/``, and their nodes. See ``docs/reference_models.md``.
 
 Python API (benchmarks, tests)::
 

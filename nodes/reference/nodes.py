@@ -26,7 +26,7 @@ class ClusCaReferenceModelLoader(io.ComfyNode):
             node_id="ClusCaReferenceModelLoader",
             display_name="Load ClusCa Reference Model",
             category=CATEGORY,
-            description=("Loads a small FLUX, Qwen-Image, HunyuanVideo, Wan or DiT model trained on coloured "
+            description=("Loads a small FLUX, FLUX.2, Qwen-Image, HunyuanVideo, Wan or DiT model trained on coloured "
                          "shapes, bundled with ClusCa for benchmarks and example workflows. Use 'ClusCa Reference Prompt' for its "
                          "conditioning and latent and 'ClusCa Reference Decode' to turn its latents into images."),
             inputs=[
