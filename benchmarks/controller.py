@@ -192,10 +192,13 @@ def envelope_at(points, x):
     for fx, py in pts:
         best = max(best, py)
         env.append((fx, best))
+    at = [y for fx, y in env if abs(fx - x) < 1e-9]
+    if at:                      # points at x itself (several schedules may spend the same full steps): the best
+        return max(at)
     for (x0, y0), (x1, y1) in zip(env, env[1:]):
-        if x0 <= x <= x1:
-            return y0 if x1 == x0 else y0 + (y1 - y0) * (x - x0) / (x1 - x0)
-    return env[-1][1] if abs(x - env[-1][0]) < 1e-9 else env[0][1]
+        if x0 < x < x1:
+            return y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+    return None
 
 
 def grid_configs(bench: Bench, budget: int):
@@ -239,9 +242,13 @@ def _end_percent_for(ms, sigmas, last: int) -> float:
 
 def measure_front(bench: Bench, conds) -> dict:
     rows = {"taylorseer": [], "threshold": [], "easycache": [], "controller": [], "grid": []}
+    # TaylorSeer at the Taylor order the basic node uses on the family, so that only the schedule differs
+    order = pack_module("nodes.presets").best_for(bench.spec.family).get(
+        "taylor_order", pack_module("nodes.settings").BEST["taylor_order"])
     for n in TS_INTERVALS:
-        rows["taylorseer"].append(bench.mean(f"taylorseer N={n}", dict(schedule="fixed interval", mode="taylorseer",
-                                                                         fresh_interval=n), conds))
+        name = f"taylorseer N={n}" if order == 1 else f"taylorseer order {order} N={n}"
+        rows["taylorseer"].append(bench.mean(name, dict(schedule="fixed interval", mode="taylorseer", fresh_interval=n,
+                                                        taylor_order=order), conds))
     for t in THRESHOLDS:
         rows["threshold"].append(bench.mean(f"threshold t={t:g}", dict(schedule="error threshold",
                                                                         adaptive_threshold=t), conds))
@@ -294,14 +301,18 @@ def markdown(data: dict) -> list:
              f"Command: `{data['command']}`. Machine: {data['machine']}.", "",
              f"{STEPS} euler steps (simple scheduler), CFG {CFG}, {data['conditions']} prompt/seed conditions per "
              "model; PSNR of the decoded output against the uncached one (mean over conditions). Fronts: the upper "
-             "monotone envelope of TaylorSeer's fixed interval (N = 3..8) and of the error-threshold schedule, "
+             "monotone envelope of TaylorSeer's fixed interval (N = 3..8, at the Taylor order the basic node uses "
+             "on the family) and of the error-threshold schedule, "
              "interpolated at the controller's full steps (n/a: outside the front's range). Grid: the best fixed "
              "ClusCa schedule over interval, warm-up and caching window at the controller's budget (screened on 2 "
              "conditions, the best 2 on half the conditions; vs grid = the controller on those conditions). "
              "EasyCache: half the conditions. Targets: "
              "vs TaylorSeer >= +1 dB, vs threshold >= -0.3 dB, full steps within 5 % of steps / speed-up.", ""]
     for res in data["front"]:
-        lines += [f"### {res['model']}", "",
+        lines += [f"### {res['model']}", ""]
+        if res.get("command", data["command"]) != data["command"]:
+            lines += [f"Command: `{res['command']}`.", ""]
+        lines += [
                   "| speed-up | full steps (target) | PSNR dB | TaylorSeer front | vs TS | threshold front | vs threshold "
                   "| grid best | vs grid | met |", "|---|---|---|---|---|---|---|---|---|---|"]
         for c in res["cells"]:
@@ -331,6 +342,15 @@ def speedup_table(data: dict) -> str:
                  for c in res["cells"]]
         lines.append(f"| {res['model']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def merge_front(stored: dict, new: list, command: str) -> list:
+    """``--models``: the new models' results replace theirs in the stored section (same order, new models
+    last); every result keeps the command that measured it (the section's for the stored ones without one)."""
+    by_model = {r["model"]: dict(r, command=r.get("command", stored["command"])) for r in stored["front"]}
+    for r in new:
+        by_model[r["model"]] = dict(r, command=command)
+    return list(by_model.values())
 
 
 def plot(front: list, path: Path) -> None:
@@ -391,8 +411,12 @@ def main(argv=None) -> int:
     from .suite import markdown as suite_markdown
     path = DOCS / "benchmarks.json"
     data = json.loads(path.read_text()) if path.exists() else {"machine": section["machine"]}
+    stored = data.get("controller")
+    if args.models and stored:
+        section["front"] = merge_front(stored, results, command)
+        section["command"] = stored["command"]
     data["controller"] = section
-    data.setdefault("commands", {})["controller"] = command
+    data.setdefault("commands", {})["controller"] = section["command"]
     path.write_text(json.dumps(data, indent=1, default=float))
     (DOCS / "benchmarks.md").write_text(suite_markdown(data))
     plot(results, DOCS / "images" / "controller_front.png")
