@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
 from contextlib import contextmanager
 
@@ -192,6 +193,7 @@ def main(argv=None) -> int:
     ap.add_argument("--calls-only", action="store_true",
                     help="no uncached runs: per-call costs within each ClusCa run only (much shorter)")
     ap.add_argument("--basic", action="store_true", help="also time the basic ClusCa node at its defaults")
+    ap.add_argument("--docs", action="store_true", help="also write the results into docs/benchmarks.json / .md")
     ap.add_argument("--out", default=str(REPO / "out" / "bench" / "cached_cost.json"))
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
@@ -208,7 +210,11 @@ def main(argv=None) -> int:
                   f"{100 * v['cached_over_full_within_run']:.2f}% of its full call ({1000 * v['run_full_call_s']:.0f} ms); "
                   f"floor {v['floor_bytes']['total'] / 2 ** 20:.0f} MiB -> {1000 * v['floor_s']:.1f} ms = "
                   f"{100 * v['floor_over_full']:.2f}%", flush=True)
-    write_results(args.out, results)
+    machine = write_results(args.out, results)
+    if args.docs:
+        from .suite import store_part
+        command = " ".join(["python -m benchmarks.cached_cost"] + list(sys.argv[1:] if argv is None else argv))
+        print("wrote", store_part("cached_cost", {"machine": machine, "results": results}, command, machine))
     return 0
 
 

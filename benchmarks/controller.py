@@ -408,18 +408,14 @@ def main(argv=None) -> int:
     section = {"command": command, "conditions": args.conditions, "front": results,
                "machine": f"{platform.machine()}, 1 torch thread, torch {torch.__version__}"}
     # one report: the controller's section in docs/benchmarks.json / .md beside the suite's parts
-    from .suite import markdown as suite_markdown
+    from .suite import store_part
     path = DOCS / "benchmarks.json"
-    data = json.loads(path.read_text()) if path.exists() else {"machine": section["machine"]}
-    stored = data.get("controller")
+    stored = json.loads(path.read_text()).get("controller") if path.exists() else None
     if args.models and stored:
         section["front"] = merge_front(stored, results, command)
         section["command"] = stored["command"]
-    data["controller"] = section
-    data.setdefault("commands", {})["controller"] = section["command"]
-    path.write_text(json.dumps(data, indent=1, default=float))
-    (DOCS / "benchmarks.md").write_text(suite_markdown(data))
-    plot(results, DOCS / "images" / "controller_front.png")
+    store_part("controller", section, section["command"], section["machine"])
+    plot(section["front"], DOCS / "images" / "controller_front.png")
     print(speedup_table(section))
     print(f"wrote {path} and {DOCS / 'benchmarks.md'}")
     return 0

@@ -118,6 +118,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--markdown", action="store_true", help="print a markdown table")
     ap.add_argument("--out", default=str(REPO / "out" / "bench" / "memory.json"))
+    ap.add_argument("--docs", action="store_true", help="also write the table into docs/benchmarks.json / .md")
     args = ap.parse_args(argv)
     rows = table()
     if args.markdown:
@@ -129,6 +130,10 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(rows, indent=2))
+    if args.docs:
+        import platform
+        from .suite import store_part
+        print("wrote", store_part("memory", rows, "python -m benchmarks.memory --docs", platform.machine()))
     return 0
 
 

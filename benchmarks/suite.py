@@ -260,7 +260,11 @@ def markdown(data: dict) -> str:
                   "Bound = steps / full steps (model calls for EasyCache). The wall-clock ratio on these small "
                   "models is dominated by per-step overheads; see the speed table for mid-size models.", ""]
         for model in dict.fromkeys(r["model"] for r in fid):
-            lines += [f"### {model}", "", "| method | full steps | bound | wall-clock | PSNR dB | SSIM | rel. L2 | cache |",
+            lines += [f"### {model}", ""]
+            own = next((r["command"] for r in fid if r["model"] == model and r.get("command")), None)
+            if own and own != commands.get("fidelity"):
+                lines += [f"Command: `{own}`", ""]
+            lines += ["| method | full steps | bound | wall-clock | PSNR dB | SSIM | rel. L2 | cache |",
                       "|---|---|---|---|---|---|---|---|"]
             for r in (r for r in fid if r["model"] == model):
                 if r["method"] == "uncached":
@@ -298,6 +302,7 @@ def markdown(data: dict) -> str:
                              f"({r['cached_step_ms']:.0f} ms) | {r['psnr']:.1f} | {fmt_bytes(r['peak_cache_bytes'])} | "
                              f"{r.get('cache_vs_taylorseer_o1_bf16_minimum', float('nan')):.2f}x |")
             lines.append("")
+    lines += performance_markdown(data)
     gpu = data.get("gpu") or []
     if gpu:
         lines += ["## Full-size FLUX.1 architecture on a GPU", "", f"GPU: {gpu[0]['gpu']}; bf16, 1024x1024, 50 steps.", "",
@@ -309,6 +314,54 @@ def markdown(data: dict) -> str:
     elif data.get("gpu_note"):
         lines += ["## Full-size FLUX.1 architecture on a GPU", "", data["gpu_note"], ""]
     return "\n".join(lines)
+
+
+def store_part(name: str, value, command: str, machine: str) -> Path:
+    """One benchmark's part in the report: ``value`` under ``name`` in docs/benchmarks.json (with its command),
+    docs/benchmarks.md written anew from all parts."""
+    path = DOCS / "benchmarks.json"
+    data = json.loads(path.read_text()) if path.exists() else {"machine": machine}
+    data[name] = value
+    data.setdefault("commands", {})[name] = command
+    path.write_text(json.dumps(data, indent=1, default=float))
+    (DOCS / "benchmarks.md").write_text(markdown(data))
+    return path
+
+
+def performance_markdown(data: dict) -> list[str]:
+    """Issue 14's tables: the cached step against its memory-traffic floor, and the cache's bytes."""
+    commands, lines = data.get("commands", {}), []
+    cost = data.get("cached_cost")
+    if cost:
+        lines += ["## A cached step against its floor (mid-size models, CPU)", "",
+                  f"Command: `{commands.get('cached_cost', '?')}`. Machine: {cost['machine']}.", "",
+                  "Variants alternate in one process. *before* = ClusCa with the blocks' whole modulation on cached "
+                  "steps, *after* = as shipped, *basic node* = the ClusCa node at its defaults (4x and the family's "
+                  "best settings; the others are Apply ClusCa at its defaults). Cached / full = the median cached "
+                  "call over the median full call of the same run. Speed-up from the run's calls = steps x its full "
+                  "call / the time of all its calls (no sampler overhead: an upper estimate of the wall clock). "
+                  "Floor = the bytes a cached call must move / the measured copy bandwidth. "
+                  "Details and the wall-clock runs: `docs/performance.md`.", "",
+                  "| model | variant | full steps bound | speed-up from its calls | % of bound | wall clock | cached call "
+                  "| cached / full | floor | floor / full |", "|---|---|---|---|---|---|---|---|---|---|"]
+        for r in cost["results"]:
+            for k, v in r["variants"].items():
+                wall = v["wall_clock_ratio"]
+                wall = "n/a" if wall != wall else f"{wall:.2f}x ({100 * v['fraction_of_bound']:.1f} %)"
+                lines.append(f"| {r['family']} | {k} | {v['schedule_bound']:.2f}x | {v['per_call_speedup']:.2f}x | "
+                             f"{100 * v['per_call_fraction_of_bound']:.1f} % | {wall} | "
+                             f"{1000 * v['cached_call_s']:.1f} ms | {100 * v['cached_over_full_within_run']:.2f} % | "
+                             f"{v['floor_bytes']['total'] / 2 ** 20:.0f} MiB, {1000 * v['floor_s']:.1f} ms | "
+                             f"{100 * v['floor_over_full']:.2f} % |")
+        lines.append("")
+    mem = data.get("memory")
+    if mem:
+        from .memory import markdown as memory_table
+        lines += ["## Cache memory from the geometry", "", f"Command: `{commands.get('memory', '?')}`", "",
+                  "Per conditioning, batch 1, K = 16 clusters (CFG doubles every number); the formula matches "
+                  "measured peaks to the byte (`tests/test_memory.py`). Fidelity cost of the compact storages: "
+                  "`docs/performance.md` section 2.", "", memory_table(mem), ""]
+    return lines
 
 
 def preset_table(rows: list[dict], command: str) -> list[str]:
@@ -398,11 +451,16 @@ def main(argv=None) -> int:
     if out.exists():
         data = {**json.loads(out.read_text()), **data}
     data.pop("command", None)
-    data["commands"] = {**data.get("commands", {}), **{part: command for part in parts}}
+    # --models adds rows to the stored report: they keep the command that measured them, the part keeps its own
+    data["commands"] = {**data.get("commands", {}),
+                        **{part: command for part in parts if not (models and part in data.get("commands", {}))}}
     if "fidelity" in parts:
         methods = (interval_methods([int(n) for n in args.intervals.split(",")]) + adaptive_methods()
                    + easycache_methods())
-        data["fidelity"] = merged(data.get("fidelity"), run_fidelity(methods, args.seeds, args.steps, args.cfg, models))
+        rows = run_fidelity(methods, args.seeds, args.steps, args.cfg, models)
+        if models:
+            rows = [dict(r, command=command) for r in rows]
+        data["fidelity"] = merged(data.get("fidelity"), rows)
         plot(data["fidelity"], DOCS / "images" / "benchmark_fidelity.png")
     if "presets" in parts:
         data["presets"] = merged(data.get("presets"), run_fidelity(preset_methods(), args.seeds, args.steps, args.cfg,

@@ -29,11 +29,12 @@ def median(values: list[float]) -> float:
     return statistics.median(values)
 
 
-def write_results(path, results: list) -> None:
-    """A benchmark's results as JSON, with the machine they were measured on."""
+def write_results(path, results: list) -> str:
+    """A benchmark's results as JSON, with the machine they were measured on (returned)."""
     import torch
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     machine = f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
     out.write_text(json.dumps({"machine": machine, "results": results}, indent=2))
     print(f"results in {out}")
+    return machine
