@@ -13,6 +13,9 @@ ADAPTIVE_THRESHOLDS = {
     "flux": (0.05, 0.08, 0.12),
     "hunyuan_video": (0.03, 0.05, 0.08),
     "dit": (0.03, 0.05, 0.08),
+    # python -m benchmarks.suite --part fidelity --seeds 8 --intervals 3,4,5,6,7 --models qwen_image_shapes:
+    # 2.58x / 3.92x / 4.88x at 38.3 / 33.8 / 31.4 dB
+    "qwen_image": (0.05, 0.08, 0.12),
 }
 PRESET_NAMES = ("quality", "balanced", "fast")
 
@@ -29,9 +32,16 @@ def presets_for(family_key: str) -> dict:
 #: family key -> settings around the speed-up controller that differ from ``nodes.settings.BEST`` (measured on
 #: the family's reference model, docs/benchmarks.md). The basic ClusCa node applies them; the advanced node
 #: runs its inputs as given. Qwen-Image: the representatives' refresh costs ~3 dB against TaylorSeer's forecast
-#: at the same schedule, so they only measure the error there (mode probe). DiT and HunyuanVideo: one warm-up
-#: step instead of two, +0.8 to +5.8 dB at 4-6x and about -2.2 dB at 3x (4 conditions).
-BEST_BY_FAMILY: dict = {"qwen_image": {"mode": "probe"}, "dit": {"warmup_steps": 1}, "hunyuan_video": {"warmup_steps": 1}}
+#: at the same schedule, so they only measure the error there (mode probe); Taylor order 2 and one warm-up step
+#: with late runs of full steps: 43.7 / 38.7 / 35.2 / 31.5 dB at 3 / 4 / 5 / 6x against 41.1 / 36.9 / 31.6 / 29.2
+#: with order 1, two warm-up steps and no late runs (8 conditions; on 8 other conditions +1.1 to +3.2 dB). FLUX.2:
+#: the last step full, probe and order 2: 38.7 / 36.9 / 33.8 / 31.5 dB against 31.9 / 29.8 / 29.0 / 27.2 without
+#: them (8 conditions other than the benchmark's; last step full alone +2.3 to +5.9 dB, late runs and one warm-up
+#: step no better). DiT and HunyuanVideo: one warm-up step
+#: instead of two, +0.8 to +5.8 dB at 4-6x and about -2.2 dB at 3x (4 conditions).
+BEST_BY_FAMILY: dict = {"qwen_image": {"mode": "probe", "warmup_steps": 1, "taylor_order": 2},
+                        "flux2": {"mode": "probe", "taylor_order": 2},
+                        "dit": {"warmup_steps": 1}, "hunyuan_video": {"warmup_steps": 1}}
 
 
 def best_for(family_key: str) -> dict:
@@ -44,7 +54,7 @@ def best_for(family_key: str) -> dict:
 #: reference model of their own borrow the profile of the nearest one (same block design or modality), marked
 #: as borrowed in the README; the controller scales it to the errors each run measures.
 ERROR_PRIOR_SOURCE = {
-    "flux": "flux_shapes", "flux2": "flux_shapes", "chroma": "flux_shapes", "chroma_radiance": "flux_shapes",
+    "flux": "flux_shapes", "flux2": "flux2_shapes", "chroma": "flux_shapes", "chroma_radiance": "flux_shapes",
     "ovis_image": "flux_shapes", "longcat_image": "flux_shapes",
     "qwen_image": "qwen_image_shapes", "z_image": "qwen_image_shapes", "lumina2": "qwen_image_shapes",
     "z_image_pixel": "qwen_image_shapes",
@@ -58,15 +68,18 @@ ERROR_PRIOR_SOURCE = {
 #: each other: ``clusca_core.schedule.ErrorPrior``); the first two from
 #: ``python -m benchmarks.controller --part profile --conditions 4`` (simple scheduler, euler, CFG 4), the last
 #: two from the controller with and without them on the reference model (4 conditions; the closing note of the
-#: session that measured them): last step full +1 to +4.6 dB on Qwen-Image, -0.5 to -5 dB on FLUX and DiT; late
+#: session that measured them): last step full +1 to +4.6 dB on Qwen-Image, +2.3 to +5.9 dB on FLUX.2 (8
+#: conditions), -0.5 to -5 dB on FLUX and DiT; late
 #: runs +1 to +6 dB on HunyuanVideo at 3-5x, -3 dB on DiT at 3x; Wan (8 conditions) +6.9 / +2.7 / +1.7 dB at 3 / 4 / 5x
 MEASURED_ERROR_PROFILES = {
     "flux_shapes": ((0.103, 0.0652, 0.0549, 0.0404, 0.0306, 0.036, 0.0267, 0.0323, 0.0292, 0.0434), 0.266, False, False),
     "hunyuan_video_shapes": ((0.0313, 0.0346, 0.0425, 0.0407, 0.0373, 0.0539, 0.0535, 0.0715, 0.083, 0.1215), 0.286,
                              False, True),
     "qwen_image_shapes": ((0.0555, 0.0451, 0.0454, 0.0558, 0.0419, 0.0503, 0.04, 0.0583, 0.0503, 0.062), 0.237, True,
-                          False),
+                          True),
     "wan_shapes": ((0.0709, 0.0176, 0.0256, 0.0339, 0.0363, 0.0256, 0.0442, 0.0464, 0.05, 0.2459), 0.425, False, True),
+    "flux2_shapes": ((0.1062, 0.0985, 0.0947, 0.1004, 0.1106, 0.0942, 0.1123, 0.1045, 0.0964, 0.1367), 0.7, True,
+                     False),
     "dit_shapes": ((0.0195, 0.024, 0.0194, 0.0206, 0.0132, 0.0166, 0.0162, 0.0127, 0.0204, 0.0413), 0.555, False,
                    False),
 }
