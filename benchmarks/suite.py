@@ -444,36 +444,38 @@ def main(argv=None) -> int:
     load_pack()
     models = [m for m in args.models.split(",") if m]
     parts = args.part or ["fidelity", "presets", "speed", "gpu"]
-    data = {"machine": f"{platform.machine()}, {torch.get_num_threads()} CPU threads, torch {torch.__version__}",
-            }
+    machine = f"{platform.machine()}, {torch.get_num_threads()} CPU threads, torch {torch.__version__}"
     command = " ".join(["python -m benchmarks.suite"] + list(sys.argv[1:] if argv is None else argv))
     out = Path(args.out)
-    if out.exists():
-        data = {**json.loads(out.read_text()), **data}
-    data.pop("command", None)
-    # --models adds rows to the stored report: they keep the command that measured them, the part keeps its own
-    data["commands"] = {**data.get("commands", {}),
-                        **{part: command for part in parts if not (models and part in data.get("commands", {}))}}
+    # the parts are measured first and merged into the stored report when it is written (other benchmarks may
+    # write their parts into it meanwhile)
+    new = {}
     if "fidelity" in parts:
         methods = (interval_methods([int(n) for n in args.intervals.split(",")]) + adaptive_methods()
                    + easycache_methods())
         rows = run_fidelity(methods, args.seeds, args.steps, args.cfg, models)
-        if models:
-            rows = [dict(r, command=command) for r in rows]
-        data["fidelity"] = merged(data.get("fidelity"), rows)
-        plot(data["fidelity"], DOCS / "images" / "benchmark_fidelity.png")
+        new["fidelity"] = [dict(r, command=command) for r in rows] if models else rows
     if "presets" in parts:
-        data["presets"] = merged(data.get("presets"), run_fidelity(preset_methods(), args.seeds, args.steps, args.cfg,
-                                                                   models))
+        new["presets"] = run_fidelity(preset_methods(), args.seeds, args.steps, args.cfg, models)
     if "speed" in parts:
-        data["speed"] = run_speed(args.families.split(","), args.repeats,
-                                  [m for m in args.speed_methods.split(",") if m] or None)
+        new["speed"] = run_speed(args.families.split(","), args.repeats,
+                                 [m for m in args.speed_methods.split(",") if m] or None)
     if "gpu" in parts:
         if torch.cuda.is_available():
-            data["gpu"] = run_gpu(args.steps)
+            new["gpu"] = run_gpu(args.steps)
         else:
-            data["gpu_note"] = ("No CUDA GPU on the machine that produced these numbers; `--part gpu` runs the "
-                                "full-size FLUX.1 architecture when one is present.")
+            new["gpu_note"] = ("No CUDA GPU on the machine that produced these numbers; `--part gpu` runs the "
+                               "full-size FLUX.1 architecture when one is present.")
+    data = json.loads(out.read_text()) if out.exists() else {}
+    data["machine"] = machine
+    data.pop("command", None)
+    # --models adds rows to the stored report: they keep the command that measured them, the part keeps its own
+    data["commands"] = {**data.get("commands", {}),
+                        **{part: command for part in parts if not (models and part in data.get("commands", {}))}}
+    for part, value in new.items():
+        data[part] = merged(data.get(part), value) if part in ("fidelity", "presets") else value
+    if "fidelity" in new:
+        plot(data["fidelity"], DOCS / "images" / "benchmark_fidelity.png")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(data, indent=1, default=float))
     (DOCS / "benchmarks.md").write_text(markdown(data))
