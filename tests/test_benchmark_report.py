@@ -52,9 +52,9 @@ def test_store_part_keeps_the_other_parts_and_renders_them(tmp_path, monkeypatch
     variant = {"wall_clock_ratio": float("nan"), "fraction_of_bound": float("nan"), "schedule_bound": 4.17,
                "per_call_speedup": 3.9, "per_call_fraction_of_bound": 3.9 / 4.17, "cached_call_s": 0.038,
                "cached_over_full_within_run": 0.0155, "floor_bytes": {"total": 244 * 2 ** 20}, "floor_s": 0.0105,
-               "floor_over_full": 0.0045}
+               "floor_over_full": 0.0045, "run_full_call_s": 2.45}
     suite.store_part("cached_cost", {"machine": "m", "results": [{"family": "flux", "variants": {"after": variant}}]},
                      "python -m benchmarks.cached_cost --docs", "m")
     md = (tmp_path / "benchmarks.md").read_text()
-    assert "| flux | after | 4.17x | 3.90x | 93.5 % | n/a | 38.0 ms | 1.55 % | 244 MiB, 10.5 ms | 0.45 % |" in md
+    assert "| flux | after | 4.17x | 3.90x | 93.5 % | n/a | n/a / 2450 ms | 38.0 ms | 1.55 % | 244 MiB, 10.5 ms | 0.45 % |" in md
     assert "## Cache memory from the geometry" in md
