@@ -376,7 +376,12 @@ def preset_table(rows: list[dict], command: str) -> list[str]:
     if not rows:
         return []
     models = list(dict.fromkeys(r["model"] for r in rows))
-    lines = ["## Presets", "", f"Command: `{command}`", "",
+    own = {}
+    for r in rows:
+        if r.get("command") and r["command"] != command:
+            own.setdefault(r["command"], []).append(r["model"].replace(".safetensors", ""))
+    measured_apart = [f"Command: `{c}` ({', '.join(dict.fromkeys(ms))})." for c, ms in own.items()]
+    lines = ["## Presets", "", f"Command: `{command}`", "", *measured_apart, *([""] if measured_apart else []),
              f"The node's presets on the reference models ({rows[0]['steps']} euler steps, CFG {rows[0]['cfg']}, "
              f"{rows[0]['conditions']} conditions per model): full steps, schedule bound and PSNR of the decoded "
              "output against the uncached one. *node defaults* = the node as dropped in (the family's reference "
@@ -463,7 +468,8 @@ def main(argv=None) -> int:
         rows = run_fidelity(methods, args.seeds, args.steps, args.cfg, models)
         new["fidelity"] = [dict(r, command=command) for r in rows] if models else rows
     if "presets" in parts:
-        new["presets"] = run_fidelity(preset_methods(), args.seeds, args.steps, args.cfg, models)
+        rows = run_fidelity(preset_methods(), args.seeds, args.steps, args.cfg, models)
+        new["presets"] = [dict(r, command=command) for r in rows] if models else rows
     if "speed" in parts:
         new["speed"] = run_speed(args.families.split(","), args.repeats,
                                  [m for m in args.speed_methods.split(",") if m] or None)

@@ -16,6 +16,9 @@ ADAPTIVE_THRESHOLDS = {
     # python -m benchmarks.suite --part fidelity --seeds 8 --intervals 3,4,5,6,7 --models qwen_image_shapes:
     # 2.58x / 3.92x / 4.88x at 38.3 / 33.8 / 31.4 dB
     "qwen_image": (0.05, 0.08, 0.12),
+    # python -m benchmarks.suite --part presets --seeds 8 --models qwen_image_shapes,wan_shapes: Wan 2.50x / 3.36x /
+    # 4.21x at 29.1 / 27.7 / 27.4 dB (TaylorSeer N=3: 2.78x at 24.4 dB)
+    "wan": (0.03, 0.05, 0.08),
 }
 PRESET_NAMES = ("quality", "balanced", "fast")
 
