@@ -291,6 +291,10 @@ class SpeedupSchedule(Schedule):
     def _shape(self, d: int) -> float:
         return 1.0 + self.growth * (d - 1)
 
+    def _late(self, step: int) -> bool:
+        """Whether a full step may follow a full step here (``ErrorPrior.late_runs``, late in the run)."""
+        return self.late_runs and step >= self.num_steps * self.LATE
+
     def is_full(self, step: int) -> bool:
         if self.forced[step] or self.last_full is None:
             return True
@@ -306,7 +310,7 @@ class SpeedupSchedule(Schedule):
         if distance < 2:
             # right after a full step: full again only where the profile expects an error above the threshold
             # (e.g. the last steps of a video model); otherwise one cached step first, which measures the error
-            if not self.late_runs or not self.errors or step < self.num_steps * self.LATE:
+            if not self._late(step) or not self.errors:
                 return False
             tau = self.threshold(step, left)
             self.thresholds[step] = tau
@@ -350,7 +354,7 @@ class SpeedupSchedule(Schedule):
                 continue
             expected = rates[t] * self._shape(d)
             if (d >= 2 and previous is not None and previous > tau) or (
-                    d == 1 and self.late_runs and t >= self.num_steps * self.LATE and expected > tau):
+                    d == 1 and self._late(t) and expected > tau):
                 count += 1
                 last_full, previous = t, None
                 continue
