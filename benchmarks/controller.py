@@ -408,13 +408,16 @@ def main(argv=None) -> int:
     section = {"command": command, "conditions": args.conditions, "front": results,
                "machine": f"{platform.machine()}, 1 torch thread, torch {torch.__version__}"}
     # one report: the controller's section in docs/benchmarks.json / .md beside the suite's parts
-    from .suite import store_part
-    path = DOCS / "benchmarks.json"
-    stored = json.loads(path.read_text()).get("controller") if path.exists() else None
-    if args.models and stored:
-        section["front"] = merge_front(stored, results, command)
-        section["command"] = stored["command"]
-    store_part("controller", section, section["command"], section["machine"])
+    from .suite import put_part, update_report
+
+    def update(data):
+        stored = data.get("controller")
+        if args.models and stored:
+            section["front"] = merge_front(stored, results, command)
+            section["command"] = stored["command"]
+        put_part(data, "controller", section, section["command"], section["machine"])
+
+    path = update_report(update)
     plot(section["front"], DOCS / "images" / "controller_front.png")
     print(speedup_table(section))
     print(f"wrote {path} and {DOCS / 'benchmarks.md'}")

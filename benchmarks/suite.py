@@ -316,16 +316,29 @@ def markdown(data: dict) -> str:
     return "\n".join(lines)
 
 
-def store_part(name: str, value, command: str, machine: str) -> Path:
-    """One benchmark's part in the report: ``value`` under ``name`` in docs/benchmarks.json (with its command),
-    docs/benchmarks.md written anew from all parts."""
-    path = DOCS / "benchmarks.json"
-    data = json.loads(path.read_text()) if path.exists() else {"machine": machine}
-    data[name] = value
-    data.setdefault("commands", {})[name] = command
+def update_report(update, path: Optional[Path] = None) -> Path:
+    """Read the stored report (docs/benchmarks.json, or ``path``), let ``update(data)`` change it in place, write
+    it back and docs/benchmarks.md anew from all its parts. Read at write time, so that the parts other
+    benchmarks wrote meanwhile stay."""
+    path = path or DOCS / "benchmarks.json"
+    data = json.loads(path.read_text()) if path.exists() else {}
+    update(data)
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=1, default=float))
     (DOCS / "benchmarks.md").write_text(markdown(data))
     return path
+
+
+def put_part(data: dict, name: str, value, command: str, machine: str) -> None:
+    """``value`` under ``name`` in the report ``data``, with the command that measured it."""
+    data.setdefault("machine", machine)
+    data[name] = value
+    data.setdefault("commands", {})[name] = command
+
+
+def store_part(name: str, value, command: str, machine: str) -> Path:
+    """One benchmark's part in the stored report (:func:`put_part`, :func:`update_report`)."""
+    return update_report(lambda data: put_part(data, name, value, command, machine))
 
 
 def performance_markdown(data: dict) -> list[str]:
@@ -479,19 +492,19 @@ def main(argv=None) -> int:
         else:
             new["gpu_note"] = ("No CUDA GPU on the machine that produced these numbers; `--part gpu` runs the "
                                "full-size FLUX.1 architecture when one is present.")
-    data = json.loads(out.read_text()) if out.exists() else {}
-    data["machine"] = machine
-    data.pop("command", None)
-    # --models adds rows to the stored report: they keep the command that measured them, the part keeps its own
-    data["commands"] = {**data.get("commands", {}),
-                        **{part: command for part in parts if not (models and part in data.get("commands", {}))}}
-    for part, value in new.items():
-        data[part] = merged(data.get(part), value) if part in ("fidelity", "presets") else value
-    if "fidelity" in new:
-        plot(data["fidelity"], DOCS / "images" / "benchmark_fidelity.png")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(data, indent=1, default=float))
-    (DOCS / "benchmarks.md").write_text(markdown(data))
+
+    def update(data):
+        data["machine"] = machine
+        data.pop("command", None)
+        # --models adds rows to the stored report: they keep the command that measured them, the part its own
+        data["commands"] = {**data.get("commands", {}),
+                            **{part: command for part in parts if not (models and part in data.get("commands", {}))}}
+        for part, value in new.items():
+            data[part] = merged(data.get(part), value) if part in ("fidelity", "presets") else value
+        if "fidelity" in new:
+            plot(data["fidelity"], DOCS / "images" / "benchmark_fidelity.png")
+
+    update_report(update, out)
     print(f"wrote {out}, {DOCS / 'benchmarks.md'}")
     return 0
 
