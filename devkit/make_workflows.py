@@ -294,6 +294,15 @@ def model_files_note(wf, title: str, files: list, text: str, size=(440, 330)):
     wf.note("\n".join(lines) + "\n\n" + text, (20, 20), size, title="Read me: model files")
 
 
+def model_loaders(wf, unet_file: dict, te_file: dict, clip_type: str, vae_file: dict) -> tuple:
+    """The diffusion model, its one text encoder and its VAE, loaded in the left column: (unet, clip, vae)."""
+    unet = wf.add("UNETLoader", (20, 380), {"unet_name": unet_file["name"], "weight_dtype": "default"},
+                  models=[unet_file])
+    clip = wf.add("CLIPLoader", (20, 520), {"clip_name": te_file["name"], "type": clip_type}, models=[te_file])
+    vae = wf.add("VAELoader", (20, 690), {"vae_name": vae_file["name"]}, models=[vae_file])
+    return unet, clip, vae
+
+
 def qwen_image(oi) -> UIWorkflow:
     wf = UIWorkflow(oi, "6f1c2a8e-3b7d-4c55-9a61-0c1f1f0a0006")
     unet_file = model("qwen_image_fp8_e4m3fn.safetensors", "diffusion_models",
@@ -304,10 +313,7 @@ def qwen_image(oi) -> UIWorkflow:
          (QWEN_VAE, "Comfy-Org/Qwen-Image_ComfyUI")],
         "1328x1328, 20 steps, CFG 4, shift 3.5 (ComfyUI's Qwen-Image template). ClusCa asks for a 4x speed-up: "
         "about 20 / 4 steps run the model in full, the others are forecast from the cache. " + BYPASS_TIP)
-    unet = wf.add("UNETLoader", (20, 380), {"unet_name": unet_file["name"], "weight_dtype": "default"},
-                  models=[unet_file])
-    clip = wf.add("CLIPLoader", (20, 520), {"clip_name": QWEN_TE["name"], "type": "qwen_image"}, models=[QWEN_TE])
-    vae = wf.add("VAELoader", (20, 690), {"vae_name": QWEN_VAE["name"]}, models=[QWEN_VAE])
+    unet, clip, vae = model_loaders(wf, unet_file, QWEN_TE, "qwen_image", QWEN_VAE)
     shift = wf.add("ModelSamplingAuraFlow", (20, 800), {"shift": 3.5})
     wf.link(unet, 0, shift, "model")
     cc = clusca(wf, (480, 20))
@@ -336,10 +342,7 @@ def qwen_image_edit(oi) -> UIWorkflow:
         "Load the image to edit in Load Image (example.png ships with ComfyUI) and describe the edit. 20 steps, "
         "CFG 2.5, shift 3, CFGNorm (ComfyUI's Qwen-Image-Edit 2509 template). The reference image's tokens are "
         "cached and refreshed with the generated image's; ClusCa asks for 4x. " + BYPASS_TIP)
-    unet = wf.add("UNETLoader", (20, 380), {"unet_name": unet_file["name"], "weight_dtype": "default"},
-                  models=[unet_file])
-    clip = wf.add("CLIPLoader", (20, 520), {"clip_name": QWEN_TE["name"], "type": "qwen_image"}, models=[QWEN_TE])
-    vae = wf.add("VAELoader", (20, 690), {"vae_name": QWEN_VAE["name"]}, models=[QWEN_VAE])
+    unet, clip, vae = model_loaders(wf, unet_file, QWEN_TE, "qwen_image", QWEN_VAE)
     image = wf.add("LoadImage", (20, 800), {"image": "example.png"}, size=(320, 380))
     scale = wf.add("FluxKontextImageScale", (360, 800))
     wf.link(image, 0, scale, "image")
@@ -380,10 +383,7 @@ def flux2_klein(oi) -> UIWorkflow:
         "FLUX.2). 1024x1024, 20 steps, CFG 5 through the custom sampler (ComfyUI's FLUX.2 Klein template): ClusCa "
         "sits between the model loader and the guider and asks for 4x. The distilled flux-2-klein-4b.safetensors "
         "runs 4 steps at CFG 1: too few to skip much, ask for 2x at most. " + BYPASS_TIP)
-    unet = wf.add("UNETLoader", (20, 380), {"unet_name": unet_file["name"], "weight_dtype": "default"},
-                  models=[unet_file])
-    clip = wf.add("CLIPLoader", (20, 520), {"clip_name": te_file["name"], "type": "flux2"}, models=[te_file])
-    vae = wf.add("VAELoader", (20, 690), {"vae_name": vae_file["name"]}, models=[vae_file])
+    unet, clip, vae = model_loaders(wf, unet_file, te_file, "flux2", vae_file)
     cc = clusca(wf, (480, 20))
     wf.link(unet, 0, cc, "model")
     text = wf.add("CLIPTextEncode", (480, 300), {"text": "a hedgehog in a tiny knitted scarf on a mossy log, "
@@ -428,10 +428,7 @@ def z_image_turbo(oi) -> UIWorkflow:
         "1024x1024, 8 steps, CFG 1, res_multistep, shift 3 (ComfyUI's Z-Image Turbo template). A distilled model "
         "with 8 steps leaves little to skip: ClusCa asks for 2x here (4 full steps, 4 from the cache). "
         + BYPASS_TIP)
-    unet = wf.add("UNETLoader", (20, 380), {"unet_name": unet_file["name"], "weight_dtype": "default"},
-                  models=[unet_file])
-    clip = wf.add("CLIPLoader", (20, 520), {"clip_name": te_file["name"], "type": "lumina2"}, models=[te_file])
-    vae = wf.add("VAELoader", (20, 690), {"vae_name": vae_file["name"]}, models=[vae_file])
+    unet, clip, vae = model_loaders(wf, unet_file, te_file, "lumina2", vae_file)
     shift = wf.add("ModelSamplingAuraFlow", (20, 800), {"shift": 3.0})
     wf.link(unet, 0, shift, "model")
     cc = clusca(wf, (480, 20), speedup=2.0)
@@ -461,10 +458,7 @@ def wan22_ti2v_5b(oi) -> UIWorkflow:
         "ClusCa asks for 4x. For image-to-video, connect a Load Image to start_image of Wan22ImageToVideoLatent: "
         "the kept first frame is cached with its own timestep. The cluster map is saved as a second video. "
         + BYPASS_TIP)
-    unet = wf.add("UNETLoader", (20, 380), {"unet_name": unet_file["name"], "weight_dtype": "default"},
-                  models=[unet_file])
-    clip = wf.add("CLIPLoader", (20, 520), {"clip_name": UMT5["name"], "type": "wan"}, models=[UMT5])
-    vae = wf.add("VAELoader", (20, 690), {"vae_name": vae_file["name"]}, models=[vae_file])
+    unet, clip, vae = model_loaders(wf, unet_file, UMT5, "wan", vae_file)
     shift = wf.add("ModelSamplingSD3", (20, 800), {"shift": 8.0})
     wf.link(unet, 0, shift, "model")
     cc = clusca(wf, (480, 20))
