@@ -67,6 +67,18 @@ def _patcher(base, device):
     return comfy.model_patcher.ModelPatcher(base, load_device=device, offload_device=torch.device("cpu"))
 
 
+def _builder(model_config):
+    """``build(device, dtype)`` of a subject: the ComfyUI model of ``model_config()`` in ``dtype``, seeded
+    random weights initialised on ``device``, in a ModelPatcher."""
+    def build(device, dtype):
+        mc = model_config()
+        mc.set_inference_dtype(dtype, None)
+        base = mc.get_model({}, device=device)
+        init_on_device(base.diffusion_model, 0)
+        return _patcher(base, device)
+    return build
+
+
 def flux_subject(tiny: bool) -> Subject:
     import comfy.supported_models as sm
     from devkit.tiny_models import flux_config
@@ -74,12 +86,7 @@ def flux_subject(tiny: bool) -> Subject:
     txt = 8 if tiny else 512
     px = 128 if tiny else 1024
 
-    def build(device, dtype):
-        mc = sm.Flux(flux_config(**size))
-        mc.set_inference_dtype(dtype, None)
-        base = mc.get_model({}, device=device)
-        init_on_device(base.diffusion_model, 0)
-        return _patcher(base, device)
+    build = _builder(lambda: sm.Flux(flux_config(**size)))
 
     def conds():
         g = torch.Generator().manual_seed(1)
@@ -97,12 +104,7 @@ def wan_subject(tiny: bool) -> Subject:
     text_dim, txt = (64, 8) if tiny else (4096, 512)
     frames, h, w = (3, 8, 8) if tiny else ((33 - 1) // 4 + 1, 480 // 8, 832 // 8)
 
-    def build(device, dtype):
-        mc = KINDS["t2v"][0](wan_config("t2v", text_dim=text_dim, **size))
-        mc.set_inference_dtype(dtype, None)
-        base = mc.get_model({}, device=device)
-        init_on_device(base.diffusion_model, 0)
-        return _patcher(base, device)
+    build = _builder(lambda: KINDS["t2v"][0](wan_config("t2v", text_dim=text_dim, **size)))
 
     def conds():
         g = torch.Generator().manual_seed(2)
