@@ -40,8 +40,8 @@ def presets_for(family_key: str) -> dict:
 #: with order 1, two warm-up steps and no late runs (8 conditions; on 8 other conditions +1.1 to +3.2 dB). FLUX.2:
 #: the last step full, probe and order 2: 38.7 / 36.9 / 33.8 / 31.5 dB against 31.9 / 29.8 / 29.0 / 27.2 without
 #: them (8 conditions other than the benchmark's; last step full alone +2.3 to +5.9 dB, late runs and one warm-up
-#: step no better). DiT and HunyuanVideo: one warm-up step
-#: instead of two, +0.8 to +5.8 dB at 4-6x and about -2.2 dB at 3x (4 conditions).
+#: step no better). DiT and HunyuanVideo: one warm-up step instead of two, +0.8 to +5.8 dB at 4-6x and about
+#: -2.2 dB at 3x (4 conditions).
 BEST_BY_FAMILY: dict = {"qwen_image": {"mode": "probe", "warmup_steps": 1, "taylor_order": 2},
                         "flux2": {"mode": "probe", "taylor_order": 2},
                         "dit": {"warmup_steps": 1}, "hunyuan_video": {"warmup_steps": 1}}
