@@ -372,6 +372,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--part", choices=("profile", "front"), required=True)
     ap.add_argument("--conditions", type=int, default=8)
+    ap.add_argument("--first-condition", type=int, default=0,
+                    help="with --only-controller: start at this condition (e.g. 8: conditions other than the report's)")
     ap.add_argument("--models", default="", help="comma-separated reference model names (default: all)")
     ap.add_argument("--fresh", action="store_true", help="drop the stored controller runs first")
     ap.add_argument("--store", default=str(OUT / "runs.json"), help="where the runs are kept")
@@ -387,11 +389,12 @@ def main(argv=None) -> int:
     names = pack_module("nodes.reference").list_reference_models()
     if args.models:
         names = [n for n in names if n.replace(".safetensors", "") in args.models.split(",")]
-    conds = list(range(args.conditions))
+    first = args.first_condition if args.only_controller else 0
+    conds = list(range(first, first + args.conditions))
     command = " ".join(["python -m benchmarks.controller"] + list(sys.argv[1:] if argv is None else argv))
     results = []
     for name in names:
-        bench = Bench(name, store, args.conditions)
+        bench = Bench(name, store, first + args.conditions)
         if args.only_controller:
             for x in SPEEDUPS:
                 r = bench.mean(f"controller {x:g}x", dict(node="ClusCa", speedup=x), conds)

@@ -217,6 +217,9 @@ class ErrorPrior:
     #: full steps in a row in the second half of the run where the profile expects an error above the
     #: threshold (video models' last steps); measured per family
     late_runs: bool = False
+    #: the share of the full-step budget spent as one run of full steps at the end of the run (when the last
+    #: step gives the output): for families whose last steps matter most; measured per family
+    final_share: float = 0.0
 
     def per_step(self, num_steps: int) -> list:
         """The profile at each step: linear between the centres of its parts, flat beyond them."""
@@ -260,13 +263,16 @@ class SpeedupSchedule(Schedule):
     GROWTH = 0.5
 
     def __init__(self, forced: Sequence[bool], speedup: float, prior: Optional[ErrorPrior] = None,
-                 final_full: bool = False):
+                 final_full: bool = False, final_share: float = 0.0):
         super().__init__(forced)
         self.speedup = float(speedup)
         self.budget = max(1, min(self.num_steps, round(self.num_steps / self.speedup)))
-        # the run's last step gives the output: when the budget allows, it runs in full
-        if final_full and self.num_steps and self.budget > sum(self.forced) and not self.forced[-1]:
-            self.forced[-1] = True
+        # the run's last step (``final_full``), or its last ``final_share`` of the budget, gives the output: when
+        # the budget allows, those steps run in full
+        tail = max(int(bool(final_full)), round(final_share * self.budget))
+        for i in range(self.num_steps - 1, max(self.num_steps - tail, 0) - 1, -1):
+            if self.budget > sum(self.forced) and not self.forced[i]:
+                self.forced[i] = True
         # the expected error at distance 1 per step, up to a scale (flat without a profile)
         self.prior = [1.0] * self.num_steps if prior is None else [max(float(p), 1e-9)
                                                                    for p in prior.per_step(self.num_steps)]

@@ -20,11 +20,22 @@ ADAPTIVE_THRESHOLDS = {
     # 4.21x at 29.1 / 27.7 / 27.4 dB (TaylorSeer N=3: 2.78x at 24.4 dB)
     "wan": (0.03, 0.05, 0.08),
 }
+#: family key -> (quality, balanced, fast) speed-ups of the speed-up controller with the basic node's settings:
+#: for families whose error-threshold schedule does not span the speed-ups. FLUX.2: thresholds 0.03-0.08 all
+#: spend 24-26 of 50 full steps and 0.12 spends 15 (32.5 dB); the presets give 42.8 / 38.9 / 33.4 dB at 2.94 /
+#: 4.17 / 5.00x (python -m benchmarks.suite --part presets --seeds 8 --models flux2_shapes)
+CONTROLLER_SPEEDUPS = {
+    "flux2": (3.0, 4.0, 5.0),
+}
 PRESET_NAMES = ("quality", "balanced", "fast")
 
 
 def presets_for(family_key: str) -> dict:
-    """{preset name: settings} of a family (empty when none were measured)."""
+    """{preset name: settings} of a family (empty when none were measured). A preset with ``target_speedup``
+    runs the basic node's settings at that speed-up (``nodes.settings.legacy_settings``)."""
+    speedups = CONTROLLER_SPEEDUPS.get(family_key)
+    if speedups is not None:
+        return {name: {"target_speedup": x, "adaptive_threshold": 0.0} for name, x in zip(PRESET_NAMES, speedups)}
     thresholds = ADAPTIVE_THRESHOLDS.get(family_key)
     if thresholds is None:
         return {}
@@ -73,7 +84,12 @@ ERROR_PRIOR_SOURCE = {
 #: two from the controller with and without them on the reference model (4 conditions; the closing note of the
 #: session that measured them): last step full +1 to +4.6 dB on Qwen-Image, +2.3 to +5.9 dB on FLUX.2 (8
 #: conditions), -0.5 to -5 dB on FLUX and DiT; late
-#: runs +1 to +6 dB on HunyuanVideo at 3-5x, -3 dB on DiT at 3x; Wan (8 conditions) +6.9 / +2.7 / +1.7 dB at 3 / 4 / 5x
+#: runs +1 to +6 dB on HunyuanVideo at 3-5x, -3 dB on DiT at 3x; Wan (8 conditions) +6.9 / +2.7 / +1.7 dB at 3 / 4 / 5x.
+#: An optional fifth entry: the share of the budget run in full at the end (``ErrorPrior.final_share``). FLUX.2:
+#: 0.3, picked on 8 conditions other than the benchmark's (``python -m benchmarks.controller --part front
+#: --only-controller --first-condition 8 --conditions 8 --models flux2_shapes`` with each share here): shares
+#: 0 / 0.2 / 0.3 / 0.4 / 0.5 gave 38.7 / 42.8 / 40.8 / 41.3 / 39.9 dB at 3x, 35.2 / 35.7 / 35.8 / 34.7 / 33.2 dB
+#: averaged over 3-6x
 MEASURED_ERROR_PROFILES = {
     "flux_shapes": ((0.103, 0.0652, 0.0549, 0.0404, 0.0306, 0.036, 0.0267, 0.0323, 0.0292, 0.0434), 0.266, False, False),
     "hunyuan_video_shapes": ((0.0313, 0.0346, 0.0425, 0.0407, 0.0373, 0.0539, 0.0535, 0.0715, 0.083, 0.1215), 0.286,
@@ -82,7 +98,7 @@ MEASURED_ERROR_PROFILES = {
                           True),
     "wan_shapes": ((0.0709, 0.0176, 0.0256, 0.0339, 0.0363, 0.0256, 0.0442, 0.0464, 0.05, 0.2459), 0.425, False, True),
     "flux2_shapes": ((0.1062, 0.0985, 0.0947, 0.1004, 0.1106, 0.0942, 0.1123, 0.1045, 0.0964, 0.1367), 0.7, True,
-                     False),
+                     False, 0.3),
     "dit_shapes": ((0.0195, 0.024, 0.0194, 0.0206, 0.0132, 0.0166, 0.0162, 0.0127, 0.0204, 0.0413), 0.555, False,
                    False),
 }
@@ -96,5 +112,6 @@ def error_prior_for(family_key: str):
     measured = MEASURED_ERROR_PROFILES.get(source)
     if measured is None:
         return None
-    profile, growth, final_full, late_runs = measured
-    return ErrorPrior(tuple(profile), float(growth), source, final_full=bool(final_full), late_runs=bool(late_runs))
+    profile, growth, final_full, late_runs, *final_share = measured
+    return ErrorPrior(tuple(profile), float(growth), source, final_full=bool(final_full), late_runs=bool(late_runs),
+                      final_share=float(final_share[0]) if final_share else 0.0)

@@ -55,6 +55,9 @@ def legacy_settings(adapter, config: ClusCaConfig) -> ClusCaConfig:
                         config.preset)
             return config
         log.info("ClusCa - %s: preset %s: %s", adapter.family, config.preset, settings)
+        if settings.get("target_speedup"):
+            # a speed-up preset: the basic node at that speed-up
+            return controller_settings(adapter, config.with_changes(**BEST, **settings))
         return config.with_changes(**{**adapter.reference_settings, **settings})
     if adapter.reference_settings and all(getattr(config, k) == getattr(ClusCaConfig(), k) for k in REFERENCE_FIELDS):
         log.info("ClusCa - %s: inputs left at their defaults, using the family's reference settings %s",

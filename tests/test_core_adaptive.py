@@ -157,3 +157,22 @@ def test_late_runs_put_full_steps_in_a_row_where_the_profile_ends_high():
     pairs = lambda d: [i for i in full_steps(d) if i > 1 and i - 1 in full_steps(d)]   # noqa: E731
     assert len(full_steps(with_runs)) == len(full_steps(without)) == round(50 / 3.0)
     assert pairs(without) == [] and pairs(with_runs) and min(pairs(with_runs)) >= 25
+
+
+def test_final_share_runs_the_end_of_the_run_in_full():
+    """ErrorPrior.final_share: that share of the budget is one run of full steps at the end, the budget still
+    exact; a run whose last step does not give the output (final=False) keeps only its warm-up forced."""
+    from clusca_core.run import make_schedule
+    prior = ErrorPrior((0.02,) * 10, 0.5, final_share=0.4)
+    for target, tail in ((3.0, 7), (4.0, 5), (6.0, 3)):
+        cfg = ClusCaConfig(target_speedup=target, warmup_steps=2, fresh_interval=5)
+        decisions, _ = drive(cfg, lambda s, d: 0.02 * d, steps=50, prior=prior)
+        fulls = full_steps(decisions)
+        assert len(fulls) == round(50 / target), target
+        assert fulls[:2] == [0, 1] and fulls[-tail:] == list(range(50 - tail, 50)), (target, fulls)
+        assert len([f for f in fulls if 2 <= f < 50 - tail]) == round(50 / target) - 2 - tail
+        middle = make_schedule(cfg, 50, [True] * 50, prior=prior, final=False)
+        assert full_steps(middle.forced) == [0, 1]
+    # a budget the warm-up already spends leaves no tail
+    cfg = ClusCaConfig(target_speedup=20.0, warmup_steps=3, fresh_interval=5)
+    assert full_steps(drive(cfg, lambda s, d: 0.02 * d, steps=50, prior=prior)[0]) == [0, 1, 2]

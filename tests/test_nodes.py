@@ -100,8 +100,10 @@ def test_every_family_has_an_error_profile_from_a_measured_reference_model():
     (ten parts of the run, positive), or the controller would run on a flat profile."""
     missing = [f.key for f in families.FAMILIES if f.block_kinds and presets.error_prior_for(f.key) is None]
     assert not missing, missing
-    for source, (profile, growth, final_full, late_runs) in presets.MEASURED_ERROR_PROFILES.items():
+    for source, (profile, growth, final_full, late_runs, *final_share) in presets.MEASURED_ERROR_PROFILES.items():
         assert len(profile) == 10 and all(p > 0 for p in profile) and growth >= 0, source
+        assert all(0 <= share < 1 for share in final_share) and len(final_share) <= 1, source
+    assert presets.error_prior_for("flux2").final_share == 0.3 and presets.error_prior_for("flux").final_share == 0
     assert presets.error_prior_for("no_such_family") is None
 
 
