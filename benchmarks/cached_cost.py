@@ -3,7 +3,7 @@ side by side in one process (mid-size random-weight models of benchmarks/presets
 
 Variants, alternating (after one warm-up run each): uncached (not with ``--calls-only``); ClusCa with the blocks' full modulation on cached
 steps (``before``: the spec's ``cached_modulation`` switched off); ClusCa as shipped (``after``); optionally
-ClusCa with ``cache_dtype`` fp8-diff; optionally (``--basic``) the basic ClusCa node at its defaults (4x). Per variant: the wall-clock speed-up (ratio of median times), the
+ClusCa with a compact ``cache_dtype`` (``--compact int8``, ``--fp8`` = fp8-diff); optionally (``--basic``) the basic ClusCa node at its defaults (4x). Per variant: the wall-clock speed-up (ratio of median times), the
 schedule bound, the share of the bound, and the median cached call as a share of the median full call of the
 same run (both from one run, so load drifts on a shared machine cancel); also the speed-up the run's own call
 times give (steps x its full call / the time of all its calls), which needs no uncached run.
@@ -121,7 +121,7 @@ def within_run(calls: list, n_cached: int) -> tuple[float, float]:
     return statistics.median(ordered[:n_cached]), statistics.median(ordered[n_cached:])
 
 
-def bench(name: str, repeats: int, with_fp8: bool, calls_only: bool = False, basic: bool = False) -> dict:
+def bench(name: str, repeats: int, compact=(), calls_only: bool = False, basic: bool = False) -> dict:
     import comfy.patcher_extension as pe
     import nodes
     from devkit.tiny_models import sample
@@ -134,8 +134,8 @@ def bench(name: str, repeats: int, with_fp8: bool, calls_only: bool = False, bas
                "after": node.execute(model=model, **p.node_inputs).result[0]}
     if calls_only:
         del patched["uncached"]
-    if with_fp8:
-        patched["after fp8-diff"] = node.execute(model=model, cache_dtype="fp8-diff", **p.node_inputs).result[0]
+    for dtype in compact:       # ClusCa as shipped with a compact cache storage
+        patched[f"after {dtype}"] = node.execute(model=model, cache_dtype=dtype, **p.node_inputs).result[0]
     if basic:       # the node a user drops in, at its default speed-up and the family's best settings
         patched["basic node"] = nodes.NODE_CLASS_MAPPINGS["ClusCa"].execute(model=model).result[0]
     adapter, _ = pack_module("nodes.adapters").find_adapter(model.model.diffusion_model)
@@ -189,7 +189,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--family", action="append", choices=sorted(PRESETS))
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--fp8", action="store_true", help="also time cache_dtype fp8-diff")
+    ap.add_argument("--fp8", action="store_true", help="also time cache_dtype fp8-diff (= --compact fp8-diff)")
+    ap.add_argument("--compact", action="append", default=[], choices=("fp8", "fp8-diff", "int8", "int8-int4"),
+                    help="also time ClusCa with this cache_dtype (repeatable)")
     ap.add_argument("--calls-only", action="store_true",
                     help="no uncached runs: per-call costs within each ClusCa run only (much shorter)")
     ap.add_argument("--basic", action="store_true", help="also time the basic ClusCa node at its defaults")
@@ -200,7 +202,8 @@ def main(argv=None) -> int:
     load_pack()
     results = []
     for name in args.family or list(PRESETS):
-        r = bench(name, args.repeats, args.fp8, args.calls_only, args.basic)
+        compact = list(dict.fromkeys((["fp8-diff"] if args.fp8 else []) + args.compact))
+        r = bench(name, args.repeats, compact, args.calls_only, args.basic)
         results.append(r)
         print(f"{name}: copy bandwidth {r['bandwidth_gb_s']:.1f} GB/s")
         for k, v in r["variants"].items():

@@ -79,6 +79,8 @@ SETTINGS = (
     ("full, order 1, bf16", 1, "bf16", "full"),
     ("full, order 1, fp8", 1, "fp8", "full"),
     ("full, order 1, fp8-diff", 1, "fp8-diff", "full"),
+    ("full, order 1, int8", 1, "int8", "full"),
+    ("full, order 1, int8-int4", 1, "int8-int4", "full"),
     ("full, order 2, bf16", 2, "bf16", "full"),
     ("full, order 1, fp32", 1, "fp32", "full"),
     ("lite, order 1, bf16", 1, "bf16", "lite"),

@@ -9,9 +9,11 @@ MAX_CLUSTERS = 4096
 MAX_INTERVAL = 100
 MAX_WARMUP = 1000
 KMEANS_DISTANCES = ("l2", "l1")
-#: "fp8": every Taylor factor in float8 e4m3 with a float32 scale per token; "fp8-diff": the order-0 factor in
-#: the model's dtype and the higher-order differences in fp8 (clusca_core.compact)
-CACHE_DTYPES = ("auto", "bf16", "fp16", "fp32", "fp8", "fp8-diff")
+#: "fp8" / "int8": every Taylor factor in float8 e4m3 / int8 with a float32 scale per token; "fp8-diff": the
+#: order-0 factor in the model's dtype and the higher-order differences in fp8; "int8-int4": the order-0 factor in
+#: int8, the differences in 4 bits (clusca_core.compact)
+COMPACT_DTYPES = ("fp8", "fp8-diff", "int8", "int8-int4")
+CACHE_DTYPES = ("auto", "bf16", "fp16", "fp32") + COMPACT_DTYPES
 CACHE_DEVICES = ("auto", "cpu")
 MEMORY_MODES = ("full", "lite")
 #: clusca        the paper's refresh: representatives' fresh MLP outputs blended into their clusters' cache
@@ -43,8 +45,9 @@ class ClusCaConfig:
     propagate_text:    refresh the text stream's cache with propagation too (False: representatives only).
     cluster_per_frame: video models: cluster each latent frame separately (``clusters`` per frame).
     cache_dtype:       dtype of the cached factors: "auto" (the model's compute dtype), "bf16", "fp16", "fp32",
-                       "fp8" (every factor float8 e4m3 with per-token scales) or "fp8-diff" (only the
-                       higher-order differences in fp8).
+                       "fp8" (every factor float8 e4m3 with per-token scales), "fp8-diff" (only the
+                       higher-order differences in fp8), "int8" (every factor int8 with per-token scales) or
+                       "int8-int4" (the order-0 factor in int8, the differences in 4 bits).
     cache_device:      "auto" (with the model) or "cpu" (offload: pinned host memory, asynchronous copies).
     memory_mode:       "full" (every block's branches, ClusCa's refresh) or "lite" (TaylorSeer-Lite: only the
                        output of the whole block stack is cached; on cached steps the blocks are skipped).
@@ -194,8 +197,8 @@ class ClusCaConfig:
 
     @property
     def cache_compact(self):
-        """The compact factor storage of ``cache_dtype`` ("fp8", "fp8-diff"), or None."""
-        return self.cache_dtype if self.cache_dtype.startswith("fp8") else None
+        """The compact factor storage of ``cache_dtype`` (one of ``COMPACT_DTYPES``), or None."""
+        return self.cache_dtype if self.cache_dtype in COMPACT_DTYPES else None
 
     @property
     def caches_anything(self) -> bool:

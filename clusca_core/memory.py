@@ -3,7 +3,7 @@
 What is kept per conditioning slot (see :mod:`.slots`, :mod:`.taylor`, :mod:`.plan`):
 
 - every cached branch of every block: ``order + 1`` Taylor factors of (rows, tokens, hidden) once enough full
-  steps were seen (the peak), each in the cache dtype; the compact ``fp8`` storage adds one float32 scale per
+  steps were seen (the peak), each in the cache dtype; the compact ``fp8`` / ``int8`` storage adds one float32 scale per
   token row of each factor;
 - every clustered stream: int64 labels (rows, tokens) and float32 centroids (rows, min(K, tokens), hidden);
   a joint stream made of clustered streams (FLUX's single blocks) keeps its own int64 labels only;
@@ -17,8 +17,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 #: bytes per element of a factor, and per token row of a factor (scales), per cache dtype name
-ELEMENT_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2, "fp8": 1}
-ROW_BYTES = {"fp32": 0, "bf16": 0, "fp16": 0, "fp8": 4}
+ELEMENT_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2, "fp8": 1, "int8": 1, "int4": 0.5}
+ROW_BYTES = {"fp32": 0, "bf16": 0, "fp16": 0, "fp8": 4, "int8": 4, "int4": 4}
+#: cache dtypes whose order-0 factor and differences differ: (order 0, differences); None = ``value_dtype``
+MIXED = {"fp8-diff": (None, "fp8"), "int8-int4": ("int8", "int4")}
 LABEL_BYTES = 8        # int64 cluster labels
 CENTROID_BYTES = 4     # float32 centroids
 
@@ -66,16 +68,17 @@ def factor_bytes(token_rows: int, hidden: int, dtype: str) -> int:
     """Bytes of ``token_rows`` rows of one factor in ``dtype`` (scales included)."""
     if dtype not in ELEMENT_BYTES:
         raise ValueError(f"unknown cache dtype {dtype!r}; one of {', '.join(ELEMENT_BYTES)}")
-    return token_rows * (hidden * ELEMENT_BYTES[dtype] + ROW_BYTES[dtype])
+    return token_rows * (int(hidden * ELEMENT_BYTES[dtype]) + ROW_BYTES[dtype])
 
 
 def stack_bytes(token_rows: int, hidden: int, factors: int, dtype: str, value_dtype: str = "bf16") -> int:
-    """Bytes of ``factors`` Taylor factors of ``token_rows`` rows; ``fp8-diff`` keeps the first (order 0) in
-    ``value_dtype`` (the model's dtype) and the others in fp8."""
-    if dtype == "fp8-diff":
+    """Bytes of ``factors`` Taylor factors of ``token_rows`` rows; a ``MIXED`` dtype keeps the first (order 0)
+    in its first dtype (``fp8-diff``: ``value_dtype``, the model's dtype) and the others in its second."""
+    if dtype in MIXED:
+        zero, diff = MIXED[dtype]
         first = min(factors, 1)
-        return first * factor_bytes(token_rows, hidden, value_dtype) + (factors - first) * factor_bytes(
-            token_rows, hidden, "fp8")
+        return first * factor_bytes(token_rows, hidden, zero or value_dtype) + (factors - first) * factor_bytes(
+            token_rows, hidden, diff)
     return factors * factor_bytes(token_rows, hidden, dtype)
 
 

@@ -7,7 +7,7 @@ from typing import Optional
 
 import torch
 
-from .compact import COMPACT_FROM_ORDER, Fp8Rows
+from .compact import COMPACT, ScaledRows
 from .tokens import gather_tokens
 
 
@@ -17,7 +17,7 @@ def _working_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 def _gather(f, index: torch.Tensor):
-    return f.gather(index) if isinstance(f, Fp8Rows) else gather_tokens(f, index)
+    return f.gather(index) if isinstance(f, ScaledRows) else gather_tokens(f, index)
 
 
 class TaylorCache:
@@ -31,7 +31,7 @@ class TaylorCache:
     Differences are formed in float32 and stored in ``dtype`` (default: the value's dtype).
     """
 
-    __slots__ = ("order", "dtype", "device", "factors", "position", "compact_from", "value_dtype")
+    __slots__ = ("order", "dtype", "device", "factors", "position", "codes", "value_dtype")
 
     def __init__(self, order: int, dtype: Optional[torch.dtype] = None, device: Optional[torch.device] = None,
                  compact: Optional[str] = None):
@@ -39,9 +39,9 @@ class TaylorCache:
             raise ValueError("order must be >= 0")
         self.order = order
         self.dtype = dtype
-        #: compact storage (``compact.COMPACT_FROM_ORDER``): factors of this order and above are kept as
-        #: float8 with per-token scales (:class:`~.compact.Fp8Rows`); None = none
-        self.compact_from = None if compact is None else COMPACT_FROM_ORDER[compact]
+        #: compact storage (``compact.COMPACT``): the code of the order-0 factor and of the differences, each a
+        #: :class:`~.compact.ScaledRows` class (per-token scales) or None (dense)
+        self.codes = (None, None) if compact is None else COMPACT[compact]
         #: dtype of the recorded values (what a compact factor is decoded to)
         self.value_dtype: Optional[torch.dtype] = None
         #: where the factors are stored (None: with the values). A CPU store for CUDA values uses pinned
@@ -51,14 +51,15 @@ class TaylorCache:
         self.position: Optional[float] = None
 
     def _pack(self, t: torch.Tensor, order: int):
-        """Factor ``order`` as stored: compact (float8 + scales) from ``compact_from`` on, else ``t`` itself."""
-        if self.compact_from is not None and order >= self.compact_from:
-            return Fp8Rows.encode(t).map(self._store)
+        """Factor ``order`` as stored: in its compact code (``codes``, with scales) where it has one, else ``t``."""
+        code = self.codes[min(order, 1)]
+        if code is not None:
+            return code.encode(t).map(self._store)
         return self._store(t)
 
     def _dense(self, f, device: torch.device, dtype: Optional[torch.dtype] = None) -> torch.Tensor:
         """A stored factor as a tensor on ``device`` (in ``dtype``; a compact one in the values' dtype)."""
-        if isinstance(f, Fp8Rows):
+        if isinstance(f, ScaledRows):
             return f.decode(dtype or self.value_dtype or torch.float32, device)
         return self._fetch(f, device, dtype)
 
@@ -115,7 +116,7 @@ class TaylorCache:
         if not self.factors:
             raise RuntimeError("TaylorCache.predict called before any full step was recorded")
         f0 = self.factors[0]
-        out = f0.decode(self.value_dtype) if isinstance(f0, Fp8Rows) else f0.clone()
+        out = f0.decode(self.value_dtype) if isinstance(f0, ScaledRows) else f0.clone()
         for factor, coef in self._higher_terms(position):
             out.add_(self._dense(factor, out.device, out.dtype), alpha=coef)
         return out
@@ -136,7 +137,7 @@ class TaylorCache:
     def write_order0(self, value: torch.Tensor) -> None:
         """Store an updated ``F_0`` (a no-op when ``value`` is the stored tensor itself)."""
         f0 = self.factors[0]
-        if isinstance(f0, Fp8Rows):
+        if isinstance(f0, ScaledRows):
             self.factors[0] = self._pack(value, 0)
         elif value is not f0:
             f0.copy_(value, non_blocking=True)
@@ -159,7 +160,7 @@ class TaylorCache:
 
     @property
     def nbytes(self) -> int:
-        return sum(f.nbytes if isinstance(f, Fp8Rows) else f.numel() * f.element_size() for f in self.factors)
+        return sum(f.nbytes if isinstance(f, ScaledRows) else f.numel() * f.element_size() for f in self.factors)
 
     def clear(self) -> None:
         self.factors = []

@@ -54,7 +54,9 @@ def _inputs() -> list:
         io.Combo.Input("cache_dtype", options=list(CACHE_DTYPES), default=d.cache_dtype, optional=True,
                        tooltip="Precision of the cached features. auto = the model's compute dtype; bf16/fp16 halve "
                                "the cache memory of fp32 models; fp8 = every factor in float8 e4m3 with per-token scales (a quarter "
-                               "of fp32); fp8-diff = the order-0 factor in the model's dtype, the differences in fp8."),
+                               "of fp32); fp8-diff = the order-0 factor in the model's dtype, the differences in fp8; "
+                               "int8 = every factor in int8 with per-token scales (as small as fp8, closer to the model's dtype); "
+                               "int8-int4 = the order-0 factor in int8, the differences in 4 bits."),
         io.Combo.Input("cache_device", options=list(CACHE_DEVICES), default=d.cache_device, optional=True,
                        tooltip="Where the cache lives. auto = with the model (fastest); cpu = offload to pinned host "
                                "memory with asynchronous copies (saves VRAM, costs transfer time on GPU)."),

@@ -137,7 +137,9 @@ class ClusCaAdvanced(io.ComfyNode):
                 io.Combo.Input("cache_dtype", options=list(CACHE_DTYPES), default="auto",
                                tooltip="Precision of the cache: auto = the model's compute dtype; fp8 = every Taylor "
                                        "factor in float8 with per-token scales (half of bf16); fp8-diff = only the "
-                                       "higher-order differences in fp8."),
+                                       "higher-order differences in fp8; int8 = every factor in int8 with per-token "
+                                       "scales (as small as fp8, closer to the model's dtype: the compact choice); "
+                                       "int8-int4 = the order-0 factor in int8, the differences in 4 bits."),
                 io.Combo.Input("cache_device", options=list(CACHE_DEVICES), default="auto",
                                tooltip="auto = with the model; cpu = offloaded to pinned host memory."),
                 io.Combo.Input("memory_mode", options=list(MEMORY_MODES), default="full",

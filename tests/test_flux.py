@@ -256,7 +256,7 @@ def test_lite_mode_skips_blocks_and_uses_far_less_memory():
     assert s["tokens_per_cached_step"] == {}
 
 
-@pytest.mark.parametrize("bad", [dict(cache_dtype="int8"), dict(cache_device="tpu"), dict(memory_mode="tiny")])
+@pytest.mark.parametrize("bad", [dict(cache_dtype="int3"), dict(cache_device="tpu"), dict(memory_mode="tiny")])
 def test_memory_inputs_are_validated(bad):
     node = nodes.NODE_CLASS_MAPPINGS["ApplyClusCa"]
     msg = node.validate_inputs(**bad)

@@ -32,6 +32,8 @@ def predicted(summary, family: str, hidden: int, conditionings: int, **settings)
     dict(memory_mode="lite", mode="taylorseer"),
     dict(cache_dtype="fp8"),
     dict(cache_dtype="fp8-diff", taylor_order=2),
+    dict(cache_dtype="int8", taylor_order=2),
+    dict(cache_dtype="int8-int4", taylor_order=2),
 ])
 def test_formula_matches_the_peak_cache_bytes_of_a_tiny_flux_run(settings):
     m = apply_node(tiny_flux(0), **settings)
@@ -63,6 +65,8 @@ def test_formula_by_hand_for_flux1_dev_at_1024():
     assert flux["full, order 1, bf16"] == 2 * factor_rows * 3072 * 2 + clusters
     assert flux["full, order 1, fp8"] == 2 * factor_rows * (3072 + 4) + clusters
     assert flux["full, order 1, fp8-diff"] == factor_rows * (3072 * 2 + 3072 + 4) + clusters
+    assert flux["full, order 1, int8"] == flux["full, order 1, fp8"]
+    assert flux["full, order 1, int8-int4"] == factor_rows * (3072 + 4 + 3072 // 2 + 4) + clusters
     assert flux["lite, order 1, bf16"] == 2 * 4608 * 3072 * 2
 
 
@@ -75,7 +79,7 @@ def test_factors_grow_with_the_full_steps_seen():
         cache_bytes(geom, dtype="int3")
 
 
-@pytest.mark.parametrize("compact", ["fp8", "fp8-diff"])
+@pytest.mark.parametrize("compact", ["fp8", "fp8-diff", "int8", "int8-int4"])
 def test_compact_cache_runs_on_tiny_flux_with_fewer_bytes_and_close_output(compact):
     m = tiny_flux(0)
     base = sample(m, flux_cond(1), flux_cond(2), steps=10, cfg=2.0)
@@ -85,7 +89,7 @@ def test_compact_cache_runs_on_tiny_flux_with_fewer_bytes_and_close_output(compa
     out_small = sample(small, flux_cond(1), flux_cond(2), steps=10, cfg=2.0)
     s = last_summary(small)
     assert "disabled" not in s and s["cached_steps"] > 0
-    assert s["peak_cache_bytes"] < (0.3 if compact == "fp8" else 0.7) * last_summary(full)["peak_cache_bytes"]
+    assert s["peak_cache_bytes"] < (0.7 if compact == "fp8-diff" else 0.3) * last_summary(full)["peak_cache_bytes"]
     assert torch.isfinite(out_small).all() and not torch.equal(out_small, out_full)
     from devkit.metrics import psnr
     assert psnr(out_small, out_full) > 30 and psnr(out_small, base) > 20
