@@ -8,12 +8,15 @@ its defaults (the family's reference settings, fixed interval) and the speed-up 
 node's default).
 
     .venv/bin/python -m benchmarks.compact --seeds 8        # writes out/bench/compact.json
+    .venv/bin/python -m benchmarks.compact --seeds 8 --dtypes int8 --docs   # also into docs/benchmarks.json / .md
+    .venv/bin/python -m benchmarks.compact --report --docs --out out/bench/compact.json   # an earlier run, into the docs
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -74,9 +77,14 @@ def main(argv=None) -> int:
                     help="the storages to compare with auto (comma-separated; default: all)")
     ap.add_argument("--out", default=str(REPO / "out" / "bench" / "compact.json"))
     ap.add_argument("--report", action="store_true", help="print the markdown table of an earlier --out file")
+    ap.add_argument("--docs", action="store_true",
+                    help="also merge the losses into the report (docs/benchmarks.json / .md, part 'compact')")
     args = ap.parse_args(argv)
     if args.report:
-        print(markdown(json.loads(Path(args.out).read_text())["losses"]))
+        stored = json.loads(Path(args.out).read_text())
+        print(markdown(stored["losses"]))
+        if args.docs:
+            write_docs(stored)
         return 0
     load_pack()
     from .suite import run_fidelity
@@ -97,10 +105,33 @@ def main(argv=None) -> int:
               f"{MAX_LOSS_DB} dB bound")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"seeds": args.seeds, "steps": args.steps, "cfg": args.cfg, "results": results,
-                               "losses": table, "worst_loss_db": worst}, indent=2))
+    command = " ".join(["python -m benchmarks.compact"] + list(sys.argv[1:] if argv is None else argv))
+    stored = {"seeds": args.seeds, "steps": args.steps, "cfg": args.cfg, "command": command, "results": results,
+              "losses": table, "worst_loss_db": worst}
+    out.write_text(json.dumps(stored, indent=2))
     print(f"results in {out}")
+    if args.docs:
+        write_docs(stored)
     return 0
+
+
+def write_docs(stored: dict) -> None:
+    """Merge a run's losses into the report's ``compact`` part (model -> schedule -> storage), each storage with
+    the command that measured it (for a run stored without one: rebuilt from its seeds and storages)."""
+    import platform
+    from .suite import put_part, update_report
+    dtypes = [dt for dt in DTYPES[1:] if any(dt in row for s in stored["losses"].values() for row in s.values())]
+    command = stored.get("command") or f"python -m benchmarks.compact --seeds {stored['seeds']} --dtypes {','.join(dtypes)}"
+
+    def update(data):
+        part = data.get("compact") or {"losses": {}, "commands": {}, "max_loss_db": MAX_LOSS_DB}
+        for model, scheds in stored["losses"].items():
+            for sched, row in scheds.items():
+                part["losses"].setdefault(model, {}).setdefault(sched, {}).update(row)
+        part["commands"].update({dt: command for dt in dtypes})
+        put_part(data, "compact", part, "python -m benchmarks.compact --docs", platform.machine())
+
+    print("wrote", update_report(update))
 
 
 if __name__ == "__main__":

@@ -58,3 +58,36 @@ def test_store_part_keeps_the_other_parts_and_renders_them(tmp_path, monkeypatch
     md = (tmp_path / "benchmarks.md").read_text()
     assert "| flux | after | 4.17x | 3.90x | 93.5 % | n/a | n/a / 2450 ms | 38.0 ms | 1.55 % | 244 MiB, 10.5 ms | 0.45 % |" in md
     assert "## Cache memory from the geometry" in md
+
+
+def test_compact_runs_merge_into_one_part_and_the_targets_are_judged_from_the_parts(tmp_path, monkeypatch):
+    from benchmarks import compact
+    monkeypatch.setattr(suite, "DOCS", tmp_path)
+    memory = [{"model": "FLUX.1-dev 1024x1024", "tokens": 4608, "hidden": 3072, "blocks": "19+38",
+               "bytes": {"full, order 1, int8": int(2.01 * 2 ** 30), "full, order 1, int8-int4": int(1.45 * 2 ** 30)}}]
+    suite.store_part("memory", memory, "python -m benchmarks.memory --docs", "m")
+
+    def run(dtype, psnr):       # what benchmarks.compact stores for one storage on one model and schedule
+        cell = {"peak_cache_bytes": 2 ** 20}
+        row = {"auto": dict(cell, psnr=30.0, loss_db=0.0), dtype: dict(cell, psnr=psnr, loss_db=30.0 - psnr)}
+        return {"seeds": 8, "losses": {"m1": {"speed-up 4x": row}}}
+
+    compact.write_docs(run("int8", 29.9))
+    compact.write_docs(run("int8-int4", 29.8))
+    part = json.loads((tmp_path / "benchmarks.json").read_text())["compact"]
+    assert set(part["losses"]["m1"]["speed-up 4x"]) == {"auto", "int8", "int8-int4"}
+    assert part["commands"]["int8"] == "python -m benchmarks.compact --seeds 8 --dtypes int8"
+    variant = {"wall_clock_ratio": 3.96, "fraction_of_bound": 0.96, "schedule_bound": 4.17, "per_call_speedup": 4.0,
+               "per_call_fraction_of_bound": 0.96, "cached_call_s": 0.038, "cached_over_full_within_run": 0.0155,
+               "floor_bytes": {"total": 244 * 2 ** 20}, "floor_s": 0.0105, "floor_over_full": 0.0045,
+               "run_full_call_s": 2.45}
+    suite.store_part("cached_cost", {"machine": "m", "results": [{"family": "flux", "variants": {"after": variant}}]},
+                     "python -m benchmarks.cached_cost --docs", "m")
+    md = (tmp_path / "benchmarks.md").read_text()
+    assert "| m1 | speed-up 4x | 30.00 dB (reference), 1.0 MiB | 29.90 dB (-0.10 dB), 1.0 MiB | 29.80 dB" in md
+    assert "| flux (after) | wall clock >= 95 % of the bound | 96.0 % | met |" in md
+    assert "| flux (after) | cached call <= 1.5 % of a full one | 1.55 % (floor 0.45 %) | **not met** |" in md
+    assert ("| FLUX.1-dev 1024x1024, cache_dtype int8 | <= 1.5 GiB at <= 0.3 dB | 2.01 GiB, worst loss 0.10 dB | "
+            "**not met** |") in md
+    assert ("| FLUX.1-dev 1024x1024, cache_dtype int8-int4 | <= 1.5 GiB at <= 0.3 dB | 1.45 GiB, worst loss 0.20 dB | "
+            "met |") in md
