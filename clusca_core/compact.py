@@ -1,13 +1,14 @@
 """Compact storage of Taylor factors: one byte (or half a byte) per value with one float32 scale per token row.
 
 A factor (rows, tokens, features) is stored as ``data = code(x / scale)`` with ``scale = amax / MAX`` over the
-features of each token, in one of two codes:
+features of each token, in one of these codes:
 
 - float8 e4m3 (:class:`Fp8Rows`, ``MAX`` = 448, e4m3's largest finite value): about 3 significant bits per value
   (relative rounding error at most 2^-4 of the value);
 - int8 (:class:`Int8Rows`, ``MAX`` = 127): a uniform grid, rounding error at most ``amax / 254`` per value
   (finer than e4m3 for the values near the row's largest, coarser for the smallest ones);
-- int4 (:class:`Int4Rows`, ``MAX`` = 7, two values per byte): for the higher-order differences only.
+- int4 (:class:`Int4Rows`, ``MAX`` = 7, two values per byte): for the higher-order differences only (an odd
+  feature count stays int8).
 
 Each costs one byte (int4: half a byte) per value plus four per token.
 """
@@ -133,15 +134,18 @@ class Int8Rows(ScaledRows):
 
 class Int4Rows(ScaledRows):
     """One factor in 4-bit integers (round to nearest, -7..7), two per byte along the features, with a
-    per-token-row float32 scale: rounding error at most ``amax / 14`` per value. Needs an even feature count."""
+    per-token-row float32 scale: rounding error at most ``amax / 14`` per value. A factor with an odd number of
+    features is stored as :class:`Int8Rows` instead."""
 
     __slots__ = ()
     MAX = 7.0
 
+    @classmethod
+    def encode(cls, x: torch.Tensor) -> ScaledRows:
+        return Int8Rows.encode(x) if x.shape[-1] % 2 else super().encode(x)
+
     @staticmethod
     def _codes(x: torch.Tensor) -> torch.Tensor:
-        if x.shape[-1] % 2:
-            raise ValueError("4-bit factors need an even number of features")
         q = (x.round_().clamp_(-7.0, 7.0) + 8.0).to(torch.uint8)          # 1..15
         return q[..., 0::2] | (q[..., 1::2] << 4)
 

@@ -70,8 +70,9 @@ def test_int4_round_trip_is_within_half_a_step_and_packs_two_values_per_byte():
     torch.testing.assert_close(Int4Rows.encode(one).decode(), one)
     idx = torch.tensor([[4, 0], [1, 1]])
     torch.testing.assert_close(f.gather(idx).decode(), torch.stack([f.decode()[0, [4, 0]], f.decode()[1, [1, 1]]]))
-    with pytest.raises(ValueError, match="even"):
-        Int4Rows.encode(torch.ones(1, 2, 5))
+    odd = torch.randn(1, 2, 5, generator=g)     # no pairs to pack: kept in int8, never an error mid-run
+    assert isinstance(Int4Rows.encode(odd), Int8Rows)
+    torch.testing.assert_close(Int4Rows.encode(odd).decode(), odd, atol=odd.abs().max().item() / 254, rtol=0)
 
 
 @pytest.mark.parametrize("code", [Fp8Rows, Int8Rows, Int4Rows])
