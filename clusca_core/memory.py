@@ -68,6 +68,8 @@ def factor_bytes(token_rows: int, hidden: int, dtype: str) -> int:
     """Bytes of ``token_rows`` rows of one factor in ``dtype`` (scales included)."""
     if dtype not in ELEMENT_BYTES:
         raise ValueError(f"unknown cache dtype {dtype!r}; one of {', '.join(ELEMENT_BYTES)}")
+    if dtype == "int4" and hidden % 2:      # no pairs to pack: kept in int8 (clusca_core.compact.Int4Rows)
+        dtype = "int8"
     return token_rows * (int(hidden * ELEMENT_BYTES[dtype]) + ROW_BYTES[dtype])
 
 
