@@ -93,7 +93,7 @@ ERROR_PRIOR_SOURCE = {
 #: gave 39.1 / 40.1 / 40.3 / 40.3 / 40.3 dB at 3x, 33.2 / 34.3 / 34.5 / 34.4 / 34.0 dB averaged over 3-6x. Qwen-Image:
 #: none (shares 0 / 0.2 / 0.3 gave 37.6 / 36.9 / 35.9 dB averaged over 3-6x on the same held-out conditions); FLUX
 #: none (32.2 / 31.1 / 30.9 dB: +0.9 / +1.9 dB at 3x, -2 to -3.7 dB at 5-6x); DiT none (32.3 / 32.7 / 31.7 dB: 0.2's
-#: +0.35 dB is within the spread of 8 conditions)
+#: +0.35 dB is within the spread of 8 conditions); Wan none (28.0 / 27.4 / 27.3 dB)
 MEASURED_ERROR_PROFILES = {
     "flux_shapes": ((0.103, 0.0652, 0.0549, 0.0404, 0.0306, 0.036, 0.0267, 0.0323, 0.0292, 0.0434), 0.266, False, False),
     "hunyuan_video_shapes": ((0.0313, 0.0346, 0.0425, 0.0407, 0.0373, 0.0539, 0.0535, 0.0715, 0.083, 0.1215), 0.286,
