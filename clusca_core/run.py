@@ -56,10 +56,7 @@ def make_schedule(config: ClusCaConfig, num_steps: int, window: Sequence[bool], 
     if not config.adaptive:
         return FixedSchedule(forced, warmup, config.fresh_interval, window)
     if config.target_speedup > 0:
-        prior = None if continuation else prior
-        final = final and prior is not None
-        return SpeedupSchedule(forced, config.target_speedup, prior, final_full=final and prior.final_full,
-                               final_share=prior.final_share if final else 0.0)
+        return SpeedupSchedule(forced, config.target_speedup, None if continuation else prior, final=final)
     return ThresholdSchedule(forced, config.error_threshold, config.interval_ceiling)
 
 

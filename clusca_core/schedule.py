@@ -244,10 +244,11 @@ class SpeedupSchedule(Schedule):
     of the steps to come: a cached step ``d`` steps after a full one is expected to err by
     ``scale * prior[t] * (1 + growth * (d - 1))``. ``prior`` is the model family's error profile over the run
     (:class:`ErrorPrior`, measured on its reference model; flat when the family has none) and ``scale`` follows
-    the errors this run actually measures (recent ones weigh more). With ``final_full`` (a run whose last step
-    gives the output, its last sigma 0) the last step is full: an error there reaches the output unattenuated,
-    and measured on the reference models, schedules that end with a full step are far closer to the uncached
-    output at the same budget. The budget is kept exactly: when the full steps left equal the steps
+    the errors this run actually measures (recent ones weigh more). With ``final`` (a run whose last step gives
+    the output, its last sigma 0) and the prior's ``final_full`` the last step is full (with its
+    ``final_share``, that share of the budget at the end): an error there reaches the output unattenuated, and
+    measured on the reference models, schedules that end with a full step are far closer to the uncached output
+    at the same budget. The budget is kept exactly: when the full steps left equal the steps
     left, those steps are full; once it is spent, none is.
     """
 
@@ -263,13 +264,13 @@ class SpeedupSchedule(Schedule):
     GROWTH = 0.5
 
     def __init__(self, forced: Sequence[bool], speedup: float, prior: Optional[ErrorPrior] = None,
-                 final_full: bool = False, final_share: float = 0.0):
+                 final: bool = False):
         super().__init__(forced)
         self.speedup = float(speedup)
         self.budget = max(1, min(self.num_steps, round(self.num_steps / self.speedup)))
-        # the run's last step (``final_full``), or its last ``final_share`` of the budget, gives the output: when
-        # the budget allows, those steps run in full
-        tail = max(int(bool(final_full)), round(final_share * self.budget))
+        # the run's last step gives the output: when the budget allows, the family's last steps run in full (the
+        # last one with ``final_full``, the last ``final_share`` of the budget)
+        tail = 0 if not final or prior is None else max(int(prior.final_full), round(prior.final_share * self.budget))
         for i in range(self.num_steps - 1, max(self.num_steps - tail, 0) - 1, -1):
             if self.budget > sum(self.forced) and not self.forced[i]:
                 self.forced[i] = True
