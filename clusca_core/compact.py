@@ -49,6 +49,13 @@ class ScaledRows:
     __slots__ = ("data", "scale")
     #: the largest code value a row's largest magnitude maps to
     MAX = 1.0
+    #: bytes per value, and per token row (its float32 scale)
+    VALUE_BYTES, ROW_BYTES = 1, 4
+
+    @classmethod
+    def stored_bytes(cls, rows: int, features: int) -> int:
+        """Bytes of ``rows`` token rows of ``features`` values in this code (what ``nbytes`` reports)."""
+        return rows * (features * cls.VALUE_BYTES + cls.ROW_BYTES)
 
     def __init__(self, data: torch.Tensor, scale: torch.Tensor):
         self.data = data        # (B, N, D) one byte per value
@@ -143,6 +150,10 @@ class Int4Rows(ScaledRows):
     @classmethod
     def encode(cls, x: torch.Tensor) -> ScaledRows:
         return Int8Rows.encode(x) if x.shape[-1] % 2 else super().encode(x)
+
+    @classmethod
+    def stored_bytes(cls, rows: int, features: int) -> int:
+        return Int8Rows.stored_bytes(rows, features) if features % 2 else rows * (features // 2 + cls.ROW_BYTES)
 
     @staticmethod
     def _codes(x: torch.Tensor) -> torch.Tensor:

@@ -3,8 +3,8 @@
 What is kept per conditioning slot (see :mod:`.slots`, :mod:`.taylor`, :mod:`.plan`):
 
 - every cached branch of every block: ``order + 1`` Taylor factors of (rows, tokens, hidden) once enough full
-  steps were seen (the peak), each in the cache dtype; the compact ``fp8`` / ``int8`` storage adds one float32 scale per
-  token row of each factor;
+  steps were seen (the peak), each in the cache dtype; the compact storages (``compact.COMPACT``) add one float32
+  scale per token row of each factor;
 - every clustered stream: int64 labels (rows, tokens) and float32 centroids (rows, min(K, tokens), hidden);
   a joint stream made of clustered streams (FLUX's single blocks) keeps its own int64 labels only;
 - lite memory mode: the Taylor factors of the block stack's output only, and no clusters.
@@ -16,11 +16,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-#: bytes per element of a factor, and per token row of a factor (scales), per cache dtype name
-ELEMENT_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2, "fp8": 1, "int8": 1, "int4": 0.5}
-ROW_BYTES = {"fp32": 0, "bf16": 0, "fp16": 0, "fp8": 4, "int8": 4, "int4": 4}
-#: cache dtypes whose order-0 factor and differences differ: (order 0, differences); None = ``value_dtype``
-MIXED = {"fp8-diff": (None, "fp8"), "int8-int4": ("int8", "int4")}
+from .compact import COMPACT
+
+#: bytes per element of a factor in a dense cache dtype (the compact ones: ``compact.COMPACT``)
+ELEMENT_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
 LABEL_BYTES = 8        # int64 cluster labels
 CENTROID_BYTES = 4     # float32 centroids
 
@@ -65,23 +64,23 @@ def factors_kept(order: int, full_steps: int | None = None) -> int:
 
 
 def factor_bytes(token_rows: int, hidden: int, dtype: str) -> int:
-    """Bytes of ``token_rows`` rows of one factor in ``dtype`` (scales included)."""
+    """Bytes of ``token_rows`` rows of one factor in the dense ``dtype``."""
     if dtype not in ELEMENT_BYTES:
-        raise ValueError(f"unknown cache dtype {dtype!r}; one of {', '.join(ELEMENT_BYTES)}")
-    if dtype == "int4" and hidden % 2:      # no pairs to pack: kept in int8 (clusca_core.compact.Int4Rows)
-        dtype = "int8"
-    return token_rows * (int(hidden * ELEMENT_BYTES[dtype]) + ROW_BYTES[dtype])
+        raise ValueError(f"unknown cache dtype {dtype!r}; one of {', '.join((*ELEMENT_BYTES, *COMPACT))}")
+    return token_rows * hidden * ELEMENT_BYTES[dtype]
 
 
 def stack_bytes(token_rows: int, hidden: int, factors: int, dtype: str, value_dtype: str = "bf16") -> int:
-    """Bytes of ``factors`` Taylor factors of ``token_rows`` rows; a ``MIXED`` dtype keeps the first (order 0)
-    in its first dtype (``fp8-diff``: ``value_dtype``, the model's dtype) and the others in its second."""
-    if dtype in MIXED:
-        zero, diff = MIXED[dtype]
-        first = min(factors, 1)
-        return first * factor_bytes(token_rows, hidden, zero or value_dtype) + (factors - first) * factor_bytes(
-            token_rows, hidden, diff)
-    return factors * factor_bytes(token_rows, hidden, dtype)
+    """Bytes of ``factors`` Taylor factors of ``token_rows`` rows; a compact ``dtype`` keeps the first (order 0)
+    and the others in its codes (``compact.COMPACT``; no code, as ``fp8-diff``'s first: ``value_dtype``, the
+    model's dtype), each as the code stores it."""
+    if dtype not in COMPACT:
+        return factors * factor_bytes(token_rows, hidden, dtype)
+    first = min(factors, 1)
+    zero, diff = COMPACT[dtype]
+    zero_bytes = factor_bytes(token_rows, hidden, value_dtype) if zero is None else zero.stored_bytes(token_rows,
+                                                                                                       hidden)
+    return first * zero_bytes + (factors - first) * diff.stored_bytes(token_rows, hidden)
 
 
 def cache_bytes(geom: ModelGeometry, order: int = 1, dtype: str = "bf16", memory_mode: str = "full",

@@ -97,8 +97,9 @@ def test_compact_cache_runs_on_tiny_flux_with_fewer_bytes_and_close_output(compa
 
 def test_4_bit_differences_of_an_odd_width_are_counted_as_int8_as_they_are_stored():
     from clusca_core.compact import Int4Rows, Int8Rows
-    from clusca_core.memory import factor_bytes
+    from clusca_core.memory import stack_bytes
     for width in (6, 7):
-        stored = Int4Rows.encode(torch.randn(1, 3, width))
-        assert stored.nbytes == factor_bytes(3, width, "int4")
+        x = torch.randn(1, 3, width)
+        stored = Int4Rows.encode(x)
+        assert Int8Rows.encode(x).nbytes + stored.nbytes == stack_bytes(3, width, 2, "int8-int4")
         assert isinstance(stored, Int8Rows) == bool(width % 2)
