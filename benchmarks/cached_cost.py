@@ -25,6 +25,7 @@ from contextlib import contextmanager
 
 import torch
 
+from clusca_core.config import COMPACT_DTYPES
 from devkit.comfy_env import REPO, load_pack, pack_module
 
 from .presets import PRESETS
@@ -190,7 +191,7 @@ def main(argv=None) -> int:
     ap.add_argument("--family", action="append", choices=sorted(PRESETS))
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--fp8", action="store_true", help="also time cache_dtype fp8-diff (= --compact fp8-diff)")
-    ap.add_argument("--compact", action="append", default=[], choices=("fp8", "fp8-diff", "int8", "int8-int4"),
+    ap.add_argument("--compact", action="append", default=[], choices=COMPACT_DTYPES,
                     help="also time ClusCa with this cache_dtype (repeatable)")
     ap.add_argument("--calls-only", action="store_true",
                     help="no uncached runs: per-call costs within each ClusCa run only (much shorter)")

@@ -422,12 +422,12 @@ def targets_markdown(data: dict) -> list[str]:
                         f"{verdict(share <= CACHED_CALL_TARGET[fam])} |")
     flux_dev = next((m for m in (mem or []) if m["model"] == CACHE_GOAL_MODEL), None)
     if flux_dev and compact:
+        from .compact import worst_losses
+        worst_of = worst_losses(compact["losses"])
         for dt in compact["commands"]:
-            size = flux_dev["bytes"].get(f"full, order 1, {dt}")
-            losses = [row[dt]["loss_db"] for s in compact["losses"].values() for row in s.values() if dt in row]
-            if size is None or not losses:
+            size, worst = flux_dev["bytes"].get(f"full, order 1, {dt}"), worst_of.get(dt)
+            if size is None or worst is None:
                 continue
-            worst = max(losses)
             rows.append(f"| {CACHE_GOAL_MODEL}, cache_dtype {dt} | <= 1.5 GiB at <= {compact['max_loss_db']} dB | "
                         f"{size / 2 ** 30:.2f} GiB, worst loss {worst:.2f} dB | "
                         f"{verdict(size <= CACHE_GOAL_BYTES and worst <= compact['max_loss_db'])} |")
@@ -438,8 +438,9 @@ def targets_markdown(data: dict) -> list[str]:
             "`docs/performance.md` (section 3: a cached call is the representatives' MLP and per-op costs over "
             "many small tensors above its memory floor; the wall clock of a minutes-long uncached run meets other "
             "machine load than the ClusCa runs; section 2: int8, 16 bits per value over F0 and F1, keeps the "
-            "0.3 dB bound at 2.01 GiB; 12 bits (int8-int4) is 1.51 GiB and lost 0.51 dB). The GPU target (>= 90 % of the bound on a FLUX.1-dev-sized model) is not "
-            "measured: no GPU was lent (`CLUSCA_GPU=1 python -m benchmarks.gpu` is ready).", "",
+            "0.3 dB bound at 2.01 GiB; 12 bits (int8-int4) is 1.51 GiB and lost 0.51 dB). The GPU target (>= 90 % "
+            "of the bound on a FLUX.1-dev-sized model) is not measured: no GPU was lent (`CLUSCA_GPU=1 python -m "
+            "benchmarks.gpu` is ready).", "",
             "| subject | target | measured | |", "|---|---|---|---|", *rows, ""]
 
 
